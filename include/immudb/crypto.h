@@ -88,7 +88,7 @@ int immu_digest_from_hex(const char *hex, immu_digest *out);
 #define IMMU_ENC_KEY_LEN(klen) ((size_t)(klen) + 1u)
 #define IMMU_ENC_VALUE_LEN(vlen) ((size_t)(vlen) + 1u)
 #define IMMU_ENC_REF_VALUE_LEN(rlen) ((size_t)(rlen) + 10u)
-#define IMMU_ENC_ZADD_KEY_LEN(slen, klen) ((size_t)(slen) + (size_t)(klen) + 26u)
+#define IMMU_ENC_ZADD_KEY_LEN(slen, klen) ((size_t)(slen) + (size_t)(klen) + 34u)
 
 /* Each encoder writes into |out| (capacity |cap|) and stores the length in
  * |*out_len|. Returns 0, or IMMU_ETOOLARGE if |cap| is too small. */

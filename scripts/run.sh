@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Installs what is missing, builds a Release build in build/release, then
+# starts the server on its default data directory ./data. Until the server
+# exists, runs the engine self-check instead. Extra arguments are passed to
+# the program.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/deps.sh
+
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "${IMMU_JOBS:-2}"
+
+if [[ -x build/release/immudb ]]; then
+  exec build/release/immudb "$@"
+fi
+echo "run: the server is not built yet; running immudb-selfcheck" >&2
+exec build/release/immudb-selfcheck "$@"
