@@ -1,0 +1,1318 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The key index on RocksDB's C API (contract and namespaces in index.h).
+ *
+ * Layout decisions beyond the header comment:
+ *   - 'm' record key is the 5 bytes "mlast"; value u64 (exactly 8 bytes).
+ *   - 'c' record key is 'c' followed by one byte; value u64.
+ *   - 'l' values always carry the inline_len field; 'h' values stop after
+ *     md (no inline_len); the decoder accepts both shapes.
+ *   - 'z' rows hold ENC(user key), the ZAdd's encKey without its 0x00
+ *     prefix. A member is one row: re-adding the same ZAdd store key in a
+ *     later tx deletes the row of the previous tx in the same batch.
+ *   - Scores -0.0 and +0.0 are distinct SCOREs (so the exact bits survive
+ *     and the store key can be rebuilt) but compare equal in zscan bounds.
+ *
+ * Every value read back from RocksDB is validated before use; malformed
+ * bytes give IMMU_ECORRUPT. RocksDB errors starting with "Corruption" give
+ * IMMU_ECORRUPT, any other RocksDB error -EIO.
+ *
+ * Concurrency: immu__index_apply owns the write batch, the per-batch key
+ * map and the scratch buffers; readers only touch the shared point-read
+ * options (read-only after open), the atomics and their own per-call
+ * buffers and iterators (an iterator pins an implicit snapshot).
+ */
+#include "store/index.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rocksdb/c.h>
+
+#include "core/endian.h"
+#include "core/mem.h"
+#include "immudb/err.h"
+
+#define NS_META 'm'
+#define NS_LATEST 'l'
+#define NS_HIST 'h'
+#define NS_ZSET 'z'
+#define NS_COUNT 'c'
+
+static const char meta_key[] = "mlast";
+#define META_KEY_LEN 5
+
+/* ENTRY without md and inline parts: u64 tx, u32 idx, u64 vpos, u32 vlen,
+ * 32 hVal, u64 revision, u8 mdlen. */
+#define ENTRY_FIXED 65u
+#define NO_INLINE 0xffffffffu
+
+/* Small keys are built on the stack in the read paths. */
+#define STACK_KEY 256
+
+#define DEFAULT_CACHE ((size_t)64 << 20)
+#define DEFAULT_BG 2
+#define WRITE_BUFFER ((size_t)8 << 20)
+#define MAX_OPEN_FILES 64
+
+struct immu_index_env {
+  rocksdb_cache_t *cache;
+  rocksdb_env_t *renv;
+  rocksdb_block_based_table_options_t *bbto;
+  rocksdb_options_t *opts;
+};
+
+/* Apply scratch: the batch's keys in key order, and one group per
+ * distinct key. */
+typedef struct skey {
+  const uint8_t *key; /* borrowed from the kvs */
+  size_t klen;
+  size_t i; /* index in kvs */
+} skey;
+
+typedef struct group {
+  size_t start, end; /* range in the sorted skeys */
+  uint64_t prev_tx;  /* tx of the indexed latest version, 0 if new */
+} group;
+
+struct immu_index {
+  immu_index_env *env;
+  rocksdb_t *db;
+  rocksdb_readoptions_t *ro; /* point reads; shared, never modified */
+  rocksdb_writeoptions_t *wo;
+  rocksdb_flushoptions_t *fo;
+  uint32_t inline_max;
+  _Atomic uint64_t last_tx;
+  _Atomic uint64_t counts[256];
+
+  /* Owned by the applying thread. */
+  rocksdb_writebatch_t *wb;
+  skey *sk;
+  uint64_t *revs; /* revision of each sorted entry */
+  group *grp;
+  size_t acap; /* capacity of sk, revs, grp */
+  size_t hlen; /* length of the current 'h' key prefix in kbuf */
+  uint8_t *kbuf;
+  size_t kcap;
+  uint8_t *vbuf;
+  size_t vcap;
+  uint8_t *zbuf;
+  size_t zcap;
+};
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+static int rocks_err(char *err) {
+  int rc = strncmp(err, "Corruption", 10) == 0 ? IMMU_ECORRUPT : -EIO;
+  rocksdb_free(err);
+  return rc;
+}
+
+static int reserve(uint8_t **p, size_t *cap, size_t need) {
+  uint8_t *np;
+  size_t ncap;
+  if (need <= *cap)
+    return 0;
+  ncap = *cap ? *cap : 64;
+  while (ncap < need)
+    ncap *= 2;
+  np = immu__realloc(*p, ncap);
+  if (np == NULL)
+    return IMMU_ENOMEM;
+  *p = np;
+  *cap = ncap;
+  return 0;
+}
+
+/* A key buffer that lives on the stack when small. */
+typedef struct kbuf {
+  uint8_t *p;
+  uint8_t st[STACK_KEY];
+} kbuf;
+
+static int kbuf_init(kbuf *b, size_t need) {
+  if (need <= STACK_KEY) {
+    b->p = b->st;
+    return 0;
+  }
+  b->p = immu__malloc(need);
+  return b->p == NULL ? IMMU_ENOMEM : 0;
+}
+
+static void kbuf_free(kbuf *b) {
+  if (b->p != b->st)
+    immu__free(b->p);
+}
+
+/* Bytewise comparison with shorter-is-smaller, RocksDB's default order. */
+static int keycmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn) {
+  size_t n = an < bn ? an : bn;
+  int c = n ? memcmp(a, b, n) : 0;
+  if (c != 0)
+    return c;
+  return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
+/* ENC(k): 0x00 -> 0x00 0xff, then 0x00 0x01. At most 2 * n + 2 bytes. */
+#define ENC_MAX(n) (2 * (size_t)(n) + 2)
+
+static size_t enc_put(uint8_t *out, const uint8_t *k, size_t n) {
+  size_t o = 0;
+  while (n > 0) {
+    const uint8_t *z = memchr(k, 0, n);
+    size_t run = z ? (size_t)(z - k) : n;
+    memcpy(out + o, k, run);
+    o += run;
+    k += run;
+    n -= run;
+    if (z != NULL) {
+      out[o++] = 0x00;
+      out[o++] = 0xff;
+      k++;
+      n--;
+    }
+  }
+  out[o++] = 0x00;
+  out[o++] = 0x01;
+  return o;
+}
+
+/* Decodes ENC at |p| (|n| bytes available) into |out| (capacity >= n).
+ * Returns the encoded length consumed, or 0 if malformed. */
+static size_t enc_get(const uint8_t *p, size_t n, uint8_t *out,
+                      size_t *out_len) {
+  size_t i = 0, o = 0;
+  while (i < n) {
+    if (p[i] != 0x00) {
+      out[o++] = p[i++];
+      continue;
+    }
+    if (i + 1 >= n)
+      return 0;
+    if (p[i + 1] == 0xff) {
+      out[o++] = 0x00;
+      i += 2;
+    } else if (p[i + 1] == 0x01) {
+      *out_len = o;
+      return i + 2;
+    } else {
+      return 0;
+    }
+  }
+  return 0;
+}
+
+/* SCORE: order-preserving u64 of a double. */
+static uint64_t score_enc(double d) {
+  uint64_t b;
+  memcpy(&b, &d, sizeof b);
+  return (b >> 63) ? ~b : b ^ ((uint64_t)1 << 63);
+}
+
+static double score_dec(uint64_t s) {
+  uint64_t b = (s >> 63) ? s ^ ((uint64_t)1 << 63) : ~s;
+  double d;
+  memcpy(&d, &b, sizeof d);
+  return d;
+}
+
+/* Smallest key greater than every key starting with |p| (in place; the
+ * result may be shorter). Returns the new length, 0 if there is none. */
+static size_t prefix_succ(uint8_t *p, size_t n) {
+  while (n > 0) {
+    if (p[n - 1] != 0xff) {
+      p[n - 1]++;
+      return n;
+    }
+    n--;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* ENTRY                                                               */
+/* ------------------------------------------------------------------ */
+
+static size_t entry_size(const immu_index_kv *kv, int inl_field, int inl) {
+  size_t n = ENTRY_FIXED + kv->mdlen;
+  if (inl_field)
+    n += 4 + (inl ? kv->vlen : 0);
+  return n;
+}
+
+static size_t entry_put(uint8_t *out, const immu_index_kv *kv, uint64_t rev,
+                        int inl_field, int inl) {
+  uint8_t *p = out;
+  immu__put_u64(p, kv->tx);
+  immu__put_u32(p + 8, kv->idx);
+  immu__put_u64(p + 12, kv->vpos);
+  immu__put_u32(p + 20, kv->vlen);
+  memcpy(p + 24, kv->hval.b, IMMU_DIGEST_LEN);
+  immu__put_u64(p + 56, rev);
+  p[64] = (uint8_t)kv->mdlen;
+  p += ENTRY_FIXED;
+  if (kv->mdlen > 0) {
+    memcpy(p, kv->md, kv->mdlen);
+    p += kv->mdlen;
+  }
+  if (inl_field) {
+    immu__put_u32(p, inl ? kv->vlen : NO_INLINE);
+    p += 4;
+    if (inl && kv->vlen > 0) {
+      memcpy(p, kv->value, kv->vlen);
+      p += kv->vlen;
+    }
+  }
+  return (size_t)(p - out);
+}
+
+/* Decodes an ENTRY into |e| (inline_value, key untouched); *inl points at
+ * the inline bytes inside |v| when e->has_inline. */
+static int entry_get(const uint8_t *v, size_t n, immu_index_entry *e,
+                     const uint8_t **inl) {
+  size_t mdl, rest;
+  uint32_t il;
+  if (n < ENTRY_FIXED)
+    return IMMU_ECORRUPT;
+  mdl = v[64];
+  if (mdl > IMMU_KV_MD_MAX || n < ENTRY_FIXED + mdl)
+    return IMMU_ECORRUPT;
+  e->tx = immu__get_u64(v);
+  e->idx = immu__get_u32(v + 8);
+  e->vpos = immu__get_u64(v + 12);
+  e->vlen = immu__get_u32(v + 20);
+  memcpy(e->hval.b, v + 24, IMMU_DIGEST_LEN);
+  e->revision = immu__get_u64(v + 56);
+  e->mdlen = (uint8_t)mdl;
+  if (mdl > 0)
+    memcpy(e->md, v + ENTRY_FIXED, mdl);
+  if (e->tx == 0 || e->revision == 0)
+    return IMMU_ECORRUPT;
+  rest = n - ENTRY_FIXED - mdl;
+  e->has_inline = 0;
+  *inl = NULL;
+  if (rest == 0)
+    return 0; /* 'h' shape */
+  if (rest < 4)
+    return IMMU_ECORRUPT;
+  il = immu__get_u32(v + ENTRY_FIXED + mdl);
+  if (il == NO_INLINE)
+    return rest == 4 ? 0 : IMMU_ECORRUPT;
+  if (il != e->vlen || rest - 4 != (size_t)il)
+    return IMMU_ECORRUPT;
+  e->has_inline = 1;
+  *inl = v + ENTRY_FIXED + mdl + 4;
+  return 0;
+}
+
+/* Decodes into the caller's entry, reusing its inline buffer. |out| is
+ * unchanged on failure. */
+static int entry_to_out(const uint8_t *v, size_t n, immu_index_entry *out) {
+  immu_index_entry t;
+  const uint8_t *inl;
+  int rc = entry_get(v, n, &t, &inl);
+  if (rc != 0)
+    return rc;
+  t.inline_value = out->inline_value;
+  if (t.has_inline) {
+    uint8_t *p = immu__realloc(out->inline_value, t.vlen ? t.vlen : 1);
+    if (p == NULL)
+      return IMMU_ENOMEM;
+    if (t.vlen > 0)
+      memcpy(p, inl, t.vlen);
+    t.inline_value = p;
+  }
+  t.key = NULL;
+  t.klen = 0;
+  *out = t;
+  return 0;
+}
+
+void immu__index_entry_clear(immu_index_entry *e) {
+  if (e == NULL)
+    return;
+  immu__free(e->inline_value);
+  memset(e, 0, sizeof *e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Env                                                                 */
+/* ------------------------------------------------------------------ */
+
+int immu__index_env_new(size_t cache_bytes, int bg_threads,
+                        immu_index_env **out) {
+  immu_index_env *env;
+  rocksdb_filterpolicy_t *bloom;
+  int hi;
+
+  *out = NULL;
+  if (bg_threads < 0)
+    return IMMU_EINVAL;
+  if (cache_bytes == 0)
+    cache_bytes = DEFAULT_CACHE;
+  if (bg_threads == 0)
+    bg_threads = DEFAULT_BG;
+  env = immu__calloc(1, sizeof *env);
+  if (env == NULL)
+    return IMMU_ENOMEM;
+
+  env->cache = rocksdb_cache_create_lru(cache_bytes);
+  env->renv = rocksdb_create_default_env();
+  env->bbto = rocksdb_block_based_options_create();
+  env->opts = rocksdb_options_create();
+  bloom = rocksdb_filterpolicy_create_bloom_full(10);
+  if (env->cache == NULL || env->renv == NULL || env->bbto == NULL ||
+      env->opts == NULL || bloom == NULL) {
+    if (bloom != NULL)
+      rocksdb_filterpolicy_destroy(bloom);
+    immu__index_env_free(env);
+    return IMMU_ENOMEM;
+  }
+
+  /* Compactions in the low-priority pool, flushes in the high one. */
+  hi = bg_threads > 2 ? bg_threads / 2 : 1;
+  rocksdb_env_set_background_threads(env->renv, bg_threads);
+  rocksdb_env_set_high_priority_background_threads(env->renv, hi);
+
+  rocksdb_block_based_options_set_block_cache(env->bbto, env->cache);
+  /* The table options take ownership of the policy. */
+  rocksdb_block_based_options_set_filter_policy(env->bbto, bloom);
+  rocksdb_block_based_options_set_whole_key_filtering(env->bbto, 1);
+  /* Index and filter blocks are charged to the shared cache, so memory
+   * stays bounded with many databases; L0's stay pinned for speed. */
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks(env->bbto, 1);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+      env->bbto, 1);
+  rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(
+      env->bbto, 1);
+  rocksdb_block_based_options_set_data_block_index_type(
+      env->bbto,
+      rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+  rocksdb_block_based_options_set_data_block_hash_ratio(env->bbto, 0.75);
+
+  rocksdb_options_set_env(env->opts, env->renv);
+  rocksdb_options_set_block_based_table_factory(env->opts, env->bbto);
+  rocksdb_options_set_create_if_missing(env->opts, 1);
+  rocksdb_options_set_max_open_files(env->opts, MAX_OPEN_FILES);
+  rocksdb_options_set_write_buffer_size(env->opts, WRITE_BUFFER);
+  rocksdb_options_set_max_write_buffer_number(env->opts, 2);
+  rocksdb_options_set_max_background_jobs(env->opts, bg_threads + hi);
+  rocksdb_options_set_level_compaction_dynamic_level_bytes(env->opts, 1);
+  /* Memtable bloom on whole keys: cheap misses for the apply's lookups. */
+  rocksdb_options_set_memtable_prefix_bloom_size_ratio(env->opts, 0.05);
+  rocksdb_options_set_memtable_whole_key_filtering(env->opts, 1);
+  rocksdb_options_set_skip_stats_update_on_db_open(env->opts, 1);
+  /* Keep RocksDB's own LOG small: 1000 databases each keep one. */
+  rocksdb_options_set_info_log_level(env->opts, 2 /* WARN */);
+  rocksdb_options_set_keep_log_file_num(env->opts, 2);
+  rocksdb_options_set_max_log_file_size(env->opts, (size_t)1 << 20);
+  rocksdb_options_set_max_manifest_file_size(env->opts, (size_t)64 << 20);
+
+  *out = env;
+  return 0;
+}
+
+void immu__index_env_free(immu_index_env *env) {
+  if (env == NULL)
+    return;
+  if (env->opts != NULL)
+    rocksdb_options_destroy(env->opts);
+  if (env->bbto != NULL)
+    rocksdb_block_based_options_destroy(env->bbto);
+  if (env->cache != NULL)
+    rocksdb_cache_destroy(env->cache);
+  if (env->renv != NULL)
+    rocksdb_env_destroy(env->renv);
+  immu__free(env);
+}
+
+/* ------------------------------------------------------------------ */
+/* Iteration                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef int (*row_fn)(void *ctx, const uint8_t *k, size_t kl,
+                      const uint8_t *v, size_t vl);
+
+/* Visits the keys in [lo, hi) (both bounds required), ascending or
+ * descending, under one implicit snapshot. |fn| returns 0 to go on, 1 to
+ * stop, or a negative code to abort with. */
+static int iterate(immu_index *ix, const uint8_t *lo, size_t lolen,
+                   const uint8_t *hi, size_t hilen, int desc, row_fn fn,
+                   void *ctx) {
+  rocksdb_readoptions_t *ro;
+  rocksdb_iterator_t *it;
+  char *err = NULL;
+  int rc = 0;
+
+  if (keycmp(lo, lolen, hi, hilen) >= 0)
+    return 0;
+  ro = rocksdb_readoptions_create();
+  if (ro == NULL)
+    return IMMU_ENOMEM;
+  rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)lo, lolen);
+  rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, hilen);
+  it = rocksdb_create_iterator(ix->db, ro);
+  if (it == NULL) {
+    rocksdb_readoptions_destroy(ro);
+    return IMMU_ENOMEM;
+  }
+  if (desc)
+    rocksdb_iter_seek_to_last(it);
+  else
+    rocksdb_iter_seek(it, (const char *)lo, lolen);
+  while (rocksdb_iter_valid(it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(it, &kl);
+    const char *v = rocksdb_iter_value(it, &vl);
+    rc = fn(ctx, (const uint8_t *)k, kl, (const uint8_t *)v, vl);
+    if (rc != 0)
+      break;
+    if (desc)
+      rocksdb_iter_prev(it);
+    else
+      rocksdb_iter_next(it);
+  }
+  if (rc > 0)
+    rc = 0;
+  if (rc == 0) {
+    rocksdb_iter_get_error(it, &err);
+    if (err != NULL)
+      rc = rocks_err(err);
+  }
+  rocksdb_iter_destroy(it);
+  rocksdb_readoptions_destroy(ro);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Open / close                                                        */
+/* ------------------------------------------------------------------ */
+
+static void set_msg(char **errmsg, const char *msg) {
+  if (errmsg != NULL && *errmsg == NULL && msg != NULL)
+    *errmsg = immu__strndup(msg, strlen(msg));
+}
+
+static int any_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                   size_t vl) {
+  (void)k;
+  (void)kl;
+  (void)v;
+  (void)vl;
+  *(int *)ctx = 1;
+  return 1;
+}
+
+static int load_count(void *ctx, const uint8_t *k, size_t kl,
+                      const uint8_t *v, size_t vl) {
+  immu_index *ix = ctx;
+  if (kl != 2 || vl != 8)
+    return IMMU_ECORRUPT;
+  atomic_store_explicit(&ix->counts[k[1]], immu__get_u64(v),
+                        memory_order_relaxed);
+  return 0;
+}
+
+static int load_state(immu_index *ix, char **errmsg) {
+  char *err = NULL;
+  size_t vl = 0;
+  char *v = rocksdb_get(ix->db, ix->ro, meta_key, META_KEY_LEN, &vl, &err);
+  int rc;
+  static const uint8_t all_lo[1] = {0x00};
+  static const uint8_t all_hi[2] = {0xff, 0xff};
+  static const uint8_t c_lo[1] = {NS_COUNT};
+  static const uint8_t c_hi[1] = {NS_COUNT + 1};
+
+  if (err != NULL) {
+    set_msg(errmsg, err);
+    return rocks_err(err);
+  }
+  if (v != NULL) {
+    if (vl != 8) {
+      char msg[96];
+      rocksdb_free(v);
+      snprintf(msg, sizeof msg, "index: malformed 'm' record (%zu bytes)",
+               vl);
+      set_msg(errmsg, msg);
+      return IMMU_ECORRUPT;
+    }
+    atomic_store(&ix->last_tx, immu__get_u64((const uint8_t *)v));
+    rocksdb_free(v);
+  } else {
+    /* Every apply writes 'm': rows without it mean damage. */
+    int found = 0;
+    rc = iterate(ix, all_lo, 1, all_hi, 2, 0, any_row, &found);
+    if (rc != 0)
+      return rc;
+    if (found) {
+      set_msg(errmsg, "index: rows present but no 'm' record");
+      return IMMU_ECORRUPT;
+    }
+  }
+  rc = iterate(ix, c_lo, 1, c_hi, 1, 0, load_count, ix);
+  if (rc == IMMU_ECORRUPT)
+    set_msg(errmsg, "index: malformed 'c' record");
+  return rc;
+}
+
+int immu__index_open(immu_index_env *env, const char *dir, uint32_t inline_max,
+                     immu_index **out, char **errmsg) {
+  immu_index *ix;
+  char *err = NULL;
+  int rc;
+
+  *out = NULL;
+  if (errmsg != NULL)
+    *errmsg = NULL;
+  ix = immu__calloc(1, sizeof *ix);
+  if (ix == NULL)
+    return IMMU_ENOMEM;
+  ix->env = env;
+  ix->inline_max = inline_max;
+  atomic_init(&ix->last_tx, 0);
+  for (int i = 0; i < 256; i++)
+    atomic_init(&ix->counts[i], 0);
+
+  ix->db = rocksdb_open(env->opts, dir, &err);
+  if (err != NULL) {
+    set_msg(errmsg, err);
+    rc = rocks_err(err);
+    ix->db = NULL;
+    goto fail;
+  }
+  ix->ro = rocksdb_readoptions_create();
+  ix->wo = rocksdb_writeoptions_create();
+  ix->fo = rocksdb_flushoptions_create();
+  ix->wb = rocksdb_writebatch_create();
+  if (ix->ro == NULL || ix->wo == NULL || ix->fo == NULL || ix->wb == NULL) {
+    rc = IMMU_ENOMEM;
+    goto fail;
+  }
+  /* The log is the source of truth: no WAL, no sync. */
+  rocksdb_writeoptions_disable_WAL(ix->wo, 1);
+  rocksdb_writeoptions_set_sync(ix->wo, 0);
+  rocksdb_flushoptions_set_wait(ix->fo, 1);
+
+  rc = load_state(ix, errmsg);
+  if (rc != 0)
+    goto fail;
+  *out = ix;
+  return 0;
+
+fail:
+  immu__index_close(ix);
+  return rc;
+}
+
+void immu__index_close(immu_index *ix) {
+  if (ix == NULL)
+    return;
+  if (ix->db != NULL)
+    rocksdb_close(ix->db); /* flushes the memtables (WAL is off) */
+  if (ix->ro != NULL)
+    rocksdb_readoptions_destroy(ix->ro);
+  if (ix->wo != NULL)
+    rocksdb_writeoptions_destroy(ix->wo);
+  if (ix->fo != NULL)
+    rocksdb_flushoptions_destroy(ix->fo);
+  if (ix->wb != NULL)
+    rocksdb_writebatch_destroy(ix->wb);
+  immu__free(ix->sk);
+  immu__free(ix->revs);
+  immu__free(ix->grp);
+  immu__free(ix->kbuf);
+  immu__free(ix->vbuf);
+  immu__free(ix->zbuf);
+  immu__free(ix);
+}
+
+int immu__index_destroy(immu_index_env *env, const char *dir) {
+  char *err = NULL;
+  rocksdb_destroy_db(env->opts, dir, &err);
+  if (err != NULL)
+    return rocks_err(err);
+  return 0;
+}
+
+uint64_t immu__index_last_tx(const immu_index *ix) {
+  return atomic_load_explicit(&((immu_index *)ix)->last_tx,
+                              memory_order_acquire);
+}
+
+/* ------------------------------------------------------------------ */
+/* Apply                                                               */
+/* ------------------------------------------------------------------ */
+
+static int skey_cmp(const void *a, const void *b) {
+  const skey *x = a, *y = b;
+  int c = keycmp(x->key, x->klen, y->key, y->klen);
+  if (c != 0)
+    return c;
+  return x->i < y->i ? -1 : x->i > y->i ? 1 : 0;
+}
+
+static int apply_prepare(immu_index *ix, size_t n) {
+  if (n <= ix->acap)
+    return 0;
+  {
+    skey *sk = immu__realloc(ix->sk, n * sizeof *sk);
+    if (sk == NULL)
+      return IMMU_ENOMEM;
+    ix->sk = sk;
+  }
+  {
+    uint64_t *revs = immu__realloc(ix->revs, n * sizeof *revs);
+    if (revs == NULL)
+      return IMMU_ENOMEM;
+    ix->revs = revs;
+  }
+  {
+    group *g = immu__realloc(ix->grp, n * sizeof *g);
+    if (g == NULL)
+      return IMMU_ENOMEM;
+    ix->grp = g;
+  }
+  ix->acap = n;
+  return 0;
+}
+
+/* Builds the 'z' row key of ZAdd store key |zk| at tx |tx| into ix->zbuf.
+ * Returns its length, 0 if |zk| is not a well-formed ZAdd key, or a
+ * negative code. */
+static long zrow_key(immu_index *ix, const uint8_t *zk, size_t zkl,
+                     uint64_t tx) {
+  const uint8_t *set, *ek;
+  size_t slen, eklen, o;
+  double score;
+  uint64_t at_tx;
+  if (immu_dec_zadd_key(zk, zkl, &set, &slen, &score, &ek, &eklen, &at_tx) !=
+      0)
+    return 0;
+  if (reserve(&ix->zbuf, &ix->zcap,
+              1 + ENC_MAX(slen) + 8 + ENC_MAX(eklen - 1) + 16) != 0)
+    return IMMU_ENOMEM;
+  ix->zbuf[0] = NS_ZSET;
+  o = 1 + enc_put(ix->zbuf + 1, set, slen);
+  immu__put_u64(ix->zbuf + o, score_enc(score));
+  o += 8;
+  o += enc_put(ix->zbuf + o, ek + 1, eklen - 1);
+  immu__put_u64(ix->zbuf + o, at_tx);
+  immu__put_u64(ix->zbuf + o + 8, tx);
+  return (long)(o + 16);
+}
+
+/* Revision and tx of the latest indexed version of |key|; *rev = 0 if the
+ * key is not indexed. */
+static int latest_of(immu_index *ix, const uint8_t *key, size_t klen,
+                     uint64_t *rev, uint64_t *tx) {
+  char *err = NULL, *v;
+  size_t vl = 0;
+  immu_index_entry e;
+  const uint8_t *inl;
+  int rc;
+  if ((rc = reserve(&ix->kbuf, &ix->kcap, klen + 1)) != 0)
+    return rc;
+  ix->kbuf[0] = NS_LATEST;
+  memcpy(ix->kbuf + 1, key, klen);
+  v = rocksdb_get(ix->db, ix->ro, (const char *)ix->kbuf, klen + 1, &vl, &err);
+  if (err != NULL)
+    return rocks_err(err);
+  if (v == NULL) {
+    *rev = 0;
+    *tx = 0;
+    return 0;
+  }
+  rc = entry_get((const uint8_t *)v, vl, &e, &inl);
+  rocksdb_free(v);
+  if (rc != 0)
+    return rc;
+  *rev = e.revision;
+  *tx = e.tx;
+  return 0;
+}
+
+/* Pass 1, in key order: revisions (from the 'l' record, then +1 per
+ * occurrence in the batch), the 'h' rows and the counters of new keys. */
+static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t n,
+                         size_t *ngroups, uint64_t *pending) {
+  size_t ng = 0;
+  for (size_t g = 0, e; g < n; g = e) {
+    const skey *first = &ix->sk[g];
+    uint64_t base, prev_tx;
+    int rc;
+    for (e = g + 1; e < n && first->klen == ix->sk[e].klen &&
+                    memcmp(first->key, ix->sk[e].key, first->klen) == 0;
+         e++)
+      ;
+    if ((rc = latest_of(ix, first->key, first->klen, &base, &prev_tx)) != 0)
+      return rc;
+    if (base == 0)
+      pending[first->key[0]]++;
+    ix->grp[ng].start = g;
+    ix->grp[ng].end = e;
+    ix->grp[ng].prev_tx = prev_tx;
+    ng++;
+    if ((rc = reserve(&ix->kbuf, &ix->kcap, 1 + ENC_MAX(first->klen) + 8)) !=
+        0)
+      return rc;
+    for (size_t j = g; j < e; j++) {
+      const immu_index_kv *kv = &kvs[ix->sk[j].i];
+      size_t kl = 0, vl;
+      ix->revs[j] = base + 1 + (j - g);
+      if ((rc = reserve(&ix->vbuf, &ix->vcap, entry_size(kv, 0, 0))) != 0)
+        return rc;
+      /* 'h' ENC(key) u64 rev -> ENTRY (no inline part) */
+      if (j == g) {
+        ix->kbuf[0] = NS_HIST;
+        kl = 1 + enc_put(ix->kbuf + 1, kv->key, kv->klen);
+        ix->hlen = kl;
+      }
+      kl = ix->hlen;
+      immu__put_u64(ix->kbuf + kl, ix->revs[j]);
+      kl += 8;
+      vl = entry_put(ix->vbuf, kv, ix->revs[j], 0, 0);
+      rocksdb_writebatch_put(ix->wb, (const char *)ix->kbuf, kl,
+                             (const char *)ix->vbuf, vl);
+    }
+  }
+  *ngroups = ng;
+  return 0;
+}
+
+/* Pass 2: 'l' rows of the distinct keys, from their last occurrence. */
+static int apply_latest(immu_index *ix, const immu_index_kv *kvs, size_t ng) {
+  for (size_t g = 0; g < ng; g++) {
+    size_t j = ix->grp[g].end - 1;
+    const immu_index_kv *kv = &kvs[ix->sk[j].i];
+    int inl = ix->inline_max > 0 && kv->vlen <= ix->inline_max &&
+              (kv->value != NULL || kv->vlen == 0);
+    size_t vl;
+    int rc;
+    if ((rc = reserve(&ix->kbuf, &ix->kcap, kv->klen + 1)) != 0 ||
+        (rc = reserve(&ix->vbuf, &ix->vcap, entry_size(kv, 1, inl))) != 0)
+      return rc;
+    ix->kbuf[0] = NS_LATEST;
+    memcpy(ix->kbuf + 1, kv->key, kv->klen);
+    vl = entry_put(ix->vbuf, kv, ix->revs[j], 1, inl);
+    rocksdb_writebatch_put(ix->wb, (const char *)ix->kbuf, kv->klen + 1,
+                           (const char *)ix->vbuf, vl);
+  }
+  return 0;
+}
+
+/* Pass 3: one 'z' row per ZAdd member, at the tx of its last occurrence;
+ * the row of the previously indexed tx goes. A malformed 0x01 key is
+ * indexed as a plain key only. */
+static int apply_zset(immu_index *ix, const immu_index_kv *kvs, size_t ng) {
+  for (size_t g = 0; g < ng; g++) {
+    const immu_index_kv *kv = &kvs[ix->sk[ix->grp[g].end - 1].i];
+    long zl;
+    if (kv->key[0] != IMMU_PREFIX_ZSET)
+      continue;
+    if (ix->grp[g].prev_tx != 0) {
+      zl = zrow_key(ix, kv->key, kv->klen, ix->grp[g].prev_tx);
+      if (zl < 0)
+        return (int)zl;
+      if (zl > 0)
+        rocksdb_writebatch_delete(ix->wb, (const char *)ix->zbuf, (size_t)zl);
+    }
+    zl = zrow_key(ix, kv->key, kv->klen, kv->tx);
+    if (zl < 0)
+      return (int)zl;
+    if (zl > 0)
+      rocksdb_writebatch_put(ix->wb, (const char *)ix->zbuf, (size_t)zl, "",
+                             0);
+  }
+  return 0;
+}
+
+int immu__index_apply(immu_index *ix, uint64_t first, uint64_t last,
+                      const immu_index_kv *kvs, size_t n) {
+  uint64_t pending[256];
+  uint8_t ck[2], cv[8], mv[8];
+  size_t ng = 0;
+  char *err = NULL;
+  int rc;
+
+  if (first != immu__index_last_tx(ix) + 1 || last + 1 < first ||
+      (n > 0 && kvs == NULL))
+    return IMMU_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    const immu_index_kv *kv = &kvs[i];
+    if (kv->key == NULL || kv->klen == 0 || kv->mdlen > IMMU_KV_MD_MAX ||
+        (kv->mdlen > 0 && kv->md == NULL) || kv->tx < first ||
+        kv->tx > last || (i > 0 && kv->tx < kvs[i - 1].tx))
+      return IMMU_EINVAL;
+  }
+  if ((rc = apply_prepare(ix, n)) != 0)
+    return rc;
+  /* Key order (stable: occurrences of a key stay in tx order) gives the
+   * memtable sorted inserts and makes each key's occurrences adjacent. */
+  for (size_t i = 0; i < n; i++) {
+    ix->sk[i].key = kvs[i].key;
+    ix->sk[i].klen = kvs[i].klen;
+    ix->sk[i].i = i;
+  }
+  if (n > 1)
+    qsort(ix->sk, n, sizeof *ix->sk, skey_cmp);
+  memset(pending, 0, sizeof pending);
+  rocksdb_writebatch_clear(ix->wb);
+
+  rc = apply_history(ix, kvs, n, &ng, pending);
+  if (rc == 0)
+    rc = apply_latest(ix, kvs, ng);
+  if (rc == 0)
+    rc = apply_zset(ix, kvs, ng);
+  if (rc == 0) {
+    for (int p = 0; p < 256; p++) {
+      if (pending[p] == 0)
+        continue;
+      ck[0] = NS_COUNT;
+      ck[1] = (uint8_t)p;
+      immu__put_u64(cv, atomic_load_explicit(&ix->counts[p],
+                                             memory_order_relaxed) +
+                            pending[p]);
+      rocksdb_writebatch_put(ix->wb, (const char *)ck, 2, (const char *)cv, 8);
+    }
+    immu__put_u64(mv, last);
+    rocksdb_writebatch_put(ix->wb, meta_key, META_KEY_LEN, (const char *)mv,
+                           8);
+    rocksdb_write(ix->db, ix->wo, ix->wb, &err);
+    if (err != NULL)
+      rc = rocks_err(err);
+  }
+  rocksdb_writebatch_clear(ix->wb);
+  if (rc != 0)
+    return rc;
+
+  for (int p = 0; p < 256; p++)
+    if (pending[p] != 0)
+      atomic_fetch_add_explicit(&ix->counts[p], pending[p],
+                                memory_order_relaxed);
+  atomic_store_explicit(&ix->last_tx, last, memory_order_release);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Point reads                                                         */
+/* ------------------------------------------------------------------ */
+
+static int get_into(immu_index *ix, const uint8_t *k, size_t kl,
+                    immu_index_entry *out) {
+  char *err = NULL;
+  size_t vl = 0;
+  char *v = rocksdb_get(ix->db, ix->ro, (const char *)k, kl, &vl, &err);
+  int rc;
+  if (err != NULL)
+    return rocks_err(err);
+  if (v == NULL)
+    return IMMU_ENOTFOUND;
+  rc = entry_to_out((const uint8_t *)v, vl, out);
+  rocksdb_free(v);
+  return rc;
+}
+
+int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
+                           immu_index_entry *out) {
+  kbuf b;
+  int rc;
+  if (klen == 0)
+    return IMMU_ENOTFOUND;
+  if ((rc = kbuf_init(&b, klen + 1)) != 0)
+    return rc;
+  b.p[0] = NS_LATEST;
+  memcpy(b.p + 1, key, klen);
+  rc = get_into(ix, b.p, klen + 1, out);
+  kbuf_free(&b);
+  return rc;
+}
+
+int immu__index_get_revision(immu_index *ix, const uint8_t *key, size_t klen,
+                             uint64_t rev, immu_index_entry *out) {
+  kbuf b;
+  size_t kl;
+  int rc;
+  if (rev == 0 || klen == 0)
+    return IMMU_ENOTFOUND;
+  if ((rc = kbuf_init(&b, 1 + ENC_MAX(klen) + 8)) != 0)
+    return rc;
+  b.p[0] = NS_HIST;
+  kl = 1 + enc_put(b.p + 1, key, klen);
+  immu__put_u64(b.p + kl, rev);
+  rc = get_into(ix, b.p, kl + 8, out);
+  if (rc == 0 && out->revision != rev)
+    rc = IMMU_ECORRUPT;
+  kbuf_free(&b);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ranges                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Shared state of scan and history callbacks. */
+typedef struct entry_ctx {
+  immu_index_cb cb;
+  void *arg;
+  uint8_t *scratch; /* inline copy */
+  size_t scap;
+  size_t plen;         /* history: length of 'h' ENC(key) */
+  const uint8_t *key;  /* history: the key */
+  size_t klen;
+} entry_ctx;
+
+/* Decodes |v| and calls the user's callback. |want_rev| (history rows)
+ * must match the entry's revision when not 0. */
+static int emit_entry(entry_ctx *c, const uint8_t *v, size_t vl,
+                      uint64_t want_rev, immu_index_entry *e) {
+  const uint8_t *inl;
+  int rc = entry_get(v, vl, e, &inl);
+  if (rc != 0)
+    return rc;
+  if (want_rev != 0 && e->revision != want_rev)
+    return IMMU_ECORRUPT;
+  e->inline_value = NULL;
+  if (e->has_inline) {
+    if ((rc = reserve(&c->scratch, &c->scap, e->vlen ? e->vlen : 1)) != 0)
+      return rc;
+    if (e->vlen > 0)
+      memcpy(c->scratch, inl, e->vlen);
+    e->inline_value = c->scratch;
+  }
+  return c->cb(c->arg, e);
+}
+
+static int scan_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                    size_t vl) {
+  entry_ctx *c = ctx;
+  immu_index_entry e;
+  if (kl < 2 || k[0] != NS_LATEST)
+    return IMMU_ECORRUPT;
+  e.key = k + 1;
+  e.klen = kl - 1;
+  return emit_entry(c, v, vl, 0, &e);
+}
+
+static int hist_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                    size_t vl) {
+  entry_ctx *c = ctx;
+  immu_index_entry e;
+  uint64_t rev;
+  if (kl != c->plen + 8)
+    return IMMU_ECORRUPT;
+  rev = immu__get_u64(k + c->plen);
+  if (rev == 0)
+    return IMMU_ECORRUPT;
+  e.key = c->key;
+  e.klen = c->klen;
+  return emit_entry(c, v, vl, rev, &e);
+}
+
+int immu__index_history(immu_index *ix, const uint8_t *key, size_t klen,
+                        uint64_t from, int desc, immu_index_cb cb, void *arg) {
+  entry_ctx c = {0};
+  uint8_t *lo = NULL, *hi = NULL;
+  size_t pl, lol, hil;
+  int rc;
+
+  if (klen == 0)
+    return 0;
+  lo = immu__malloc(1 + ENC_MAX(klen) + 9);
+  hi = immu__malloc(1 + ENC_MAX(klen) + 9);
+  if (lo == NULL || hi == NULL) {
+    rc = IMMU_ENOMEM;
+    goto out;
+  }
+  lo[0] = NS_HIST;
+  pl = 1 + enc_put(lo + 1, key, klen);
+  memcpy(hi, lo, pl);
+  /* ENC is prefix-free, so 'h' ENC(key) bounds exactly this key's rows. */
+  lol = pl;
+  hil = pl;
+  hi[hil - 1]++; /* ... 0x00 0x01 -> ... 0x00 0x02 */
+  if (desc && from > 0) {
+    /* every rev <= from: upper bound 'h' ENC(key) u64(from) 0x00 */
+    memcpy(hi, lo, pl);
+    immu__put_u64(hi + pl, from);
+    hi[pl + 8] = 0x00;
+    hil = pl + 9;
+  } else if (!desc && from > 1) {
+    immu__put_u64(lo + pl, from);
+    lol = pl + 8;
+  }
+  c.cb = cb;
+  c.arg = arg;
+  c.plen = pl;
+  c.key = key;
+  c.klen = klen;
+  rc = iterate(ix, lo, lol, hi, hil, desc, hist_row, &c);
+out:
+  immu__free(lo);
+  immu__free(hi);
+  immu__free(c.scratch);
+  return rc;
+}
+
+int immu__index_scan(immu_index *ix, const uint8_t *prefix, size_t plen,
+                     const uint8_t *lo, size_t lolen, int lo_incl,
+                     const uint8_t *hi, size_t hilen, int hi_incl, int desc,
+                     immu_index_cb cb, void *arg) {
+  entry_ctx c = {0};
+  uint8_t *lb = NULL, *ub = NULL, *tmp = NULL;
+  size_t lbl, ubl, tl, m;
+  int rc;
+
+  m = plen;
+  if (lo != NULL && lolen > m)
+    m = lolen;
+  if (hi != NULL && hilen > m)
+    m = hilen;
+  m += 2;
+  lb = immu__malloc(m);
+  ub = immu__malloc(m);
+  tmp = immu__malloc(m);
+  if (lb == NULL || ub == NULL || tmp == NULL) {
+    rc = IMMU_ENOMEM;
+    goto out;
+  }
+  /* Lower bound (inclusive): max('l' prefix, 'l' lo [0x00 if exclusive]) */
+  lb[0] = NS_LATEST;
+  if (plen > 0)
+    memcpy(lb + 1, prefix, plen);
+  lbl = 1 + plen;
+  if (lo != NULL) {
+    tmp[0] = NS_LATEST;
+    if (lolen > 0)
+      memcpy(tmp + 1, lo, lolen);
+    tl = 1 + lolen;
+    if (!lo_incl)
+      tmp[tl++] = 0x00;
+    if (keycmp(tmp, tl, lb, lbl) > 0) {
+      memcpy(lb, tmp, tl);
+      lbl = tl;
+    }
+  }
+  /* Upper bound (exclusive): min(succ('l' prefix), 'l' hi [0x00 if incl]) */
+  ub[0] = NS_LATEST;
+  if (plen > 0)
+    memcpy(ub + 1, prefix, plen);
+  ubl = prefix_succ(ub, 1 + plen); /* >= 1: 'l' itself is never 0xff */
+  if (hi != NULL) {
+    tmp[0] = NS_LATEST;
+    if (hilen > 0)
+      memcpy(tmp + 1, hi, hilen);
+    tl = 1 + hilen;
+    if (hi_incl)
+      tmp[tl++] = 0x00;
+    if (keycmp(tmp, tl, ub, ubl) < 0) {
+      memcpy(ub, tmp, tl);
+      ubl = tl;
+    }
+  }
+  c.cb = cb;
+  c.arg = arg;
+  rc = iterate(ix, lb, lbl, ub, ubl, desc, scan_row, &c);
+out:
+  immu__free(lb);
+  immu__free(ub);
+  immu__free(tmp);
+  immu__free(c.scratch);
+  return rc;
+}
+
+typedef struct zctx {
+  immu_index_zcb cb;
+  void *arg;
+  const uint8_t *set;
+  size_t slen;
+  size_t plen; /* 'z' ENC(set) */
+  uint8_t *kb; /* decoded user key */
+  size_t kcap;
+} zctx;
+
+static int zscan_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                     size_t vl) {
+  zctx *c = ctx;
+  immu_index_zmember m;
+  size_t used, ukl;
+  int rc;
+  (void)v;
+  /* SCORE, ENC(key) of at least 2 bytes, u64 atTx, u64 tx */
+  if (vl != 0 || kl < c->plen + 8 + 2 + 16)
+    return IMMU_ECORRUPT;
+  k += c->plen;
+  kl -= c->plen;
+  if ((rc = reserve(&c->kb, &c->kcap, kl)) != 0)
+    return rc;
+  used = enc_get(k + 8, kl - 8, c->kb, &ukl);
+  if (used == 0 || kl - 8 - used != 16)
+    return IMMU_ECORRUPT;
+  m.set = c->set;
+  m.slen = c->slen;
+  m.score = score_dec(immu__get_u64(k));
+  m.key = c->kb;
+  m.klen = ukl;
+  m.at_tx = immu__get_u64(k + 8 + used);
+  m.tx = immu__get_u64(k + 16 + used);
+  return c->cb(c->arg, &m);
+}
+
+int immu__index_zscan(immu_index *ix, const uint8_t *set, size_t slen,
+                      double min, int min_excl, double max, int max_excl,
+                      const uint8_t *seek_key, size_t seek_klen,
+                      double seek_score, uint64_t seek_at_tx, int desc,
+                      immu_index_zcb cb, void *arg) {
+  zctx c = {0};
+  uint8_t *lb = NULL, *ub = NULL;
+  size_t pl, lbl, ubl, cap;
+  uint64_t s;
+  double m;
+  int rc;
+
+  if (isnan(min) || isnan(max) || (seek_key != NULL && isnan(seek_score)))
+    return IMMU_EINVAL;
+  cap = 1 + ENC_MAX(slen) + 8 + (seek_key ? ENC_MAX(seek_klen) : 0) + 17;
+  lb = immu__malloc(cap);
+  ub = immu__malloc(cap);
+  if (lb == NULL || ub == NULL) {
+    rc = IMMU_ENOMEM;
+    goto out;
+  }
+  lb[0] = NS_ZSET;
+  pl = 1 + enc_put(lb + 1, set, slen);
+  memcpy(ub, lb, pl);
+
+  /* -0.0 and +0.0 are distinct SCOREs that compare equal. */
+  m = min == 0 ? (min_excl ? 0.0 : -0.0) : min;
+  s = score_enc(m) + (min_excl ? 1 : 0);
+  immu__put_u64(lb + pl, s);
+  lbl = pl + 8;
+  m = max == 0 ? (max_excl ? -0.0 : 0.0) : max;
+  s = score_enc(m) + (max_excl ? 0 : 1);
+  immu__put_u64(ub + pl, s);
+  ubl = pl + 8;
+
+  if (seek_key != NULL) {
+    uint8_t *sk = desc ? ub : lb;
+    size_t skl;
+    int better;
+    /* S = P SCORE ENC(key) u64 atTx; rows of that member are S u64 tx. */
+    uint8_t *t = immu__malloc(cap);
+    if (t == NULL) {
+      rc = IMMU_ENOMEM;
+      goto out;
+    }
+    memcpy(t, lb, pl);
+    immu__put_u64(t + pl, score_enc(seek_score));
+    skl = pl + 8;
+    skl += enc_put(t + skl, seek_key, seek_klen);
+    immu__put_u64(t + skl, seek_at_tx);
+    skl += 8;
+    if (desc) {
+      better = keycmp(t, skl, ub, ubl) < 0; /* upper = S */
+    } else {
+      memset(t + skl, 0xff, 8); /* lower = S ff*8 00 */
+      t[skl + 8] = 0x00;
+      skl += 9;
+      better = keycmp(t, skl, lb, lbl) > 0;
+    }
+    if (better) {
+      memcpy(sk, t, skl);
+      if (desc)
+        ubl = skl;
+      else
+        lbl = skl;
+    }
+    immu__free(t);
+  }
+
+  c.cb = cb;
+  c.arg = arg;
+  c.set = set;
+  c.slen = slen;
+  c.plen = pl;
+  rc = iterate(ix, lb, lbl, ub, ubl, desc, zscan_row, &c);
+out:
+  immu__free(lb);
+  immu__free(ub);
+  immu__free(c.kb);
+  return rc;
+}
+
+static int count_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                     size_t vl) {
+  (void)k;
+  (void)kl;
+  (void)v;
+  (void)vl;
+  (*(uint64_t *)ctx)++;
+  return 0;
+}
+
+int immu__index_count(immu_index *ix, const uint8_t *prefix, size_t plen,
+                      uint64_t *out) {
+  uint8_t *lb, *ub;
+  size_t ubl;
+  uint64_t n = 0;
+  int rc;
+
+  *out = 0;
+  if (plen == 0) {
+    for (int p = 0; p < 256; p++)
+      n += atomic_load_explicit(&ix->counts[p], memory_order_relaxed);
+    *out = n;
+    return 0;
+  }
+  if (plen == 1) {
+    *out = atomic_load_explicit(&ix->counts[prefix[0]], memory_order_relaxed);
+    return 0;
+  }
+  lb = immu__malloc(plen + 1);
+  ub = immu__malloc(plen + 1);
+  if (lb == NULL || ub == NULL) {
+    immu__free(lb);
+    immu__free(ub);
+    return IMMU_ENOMEM;
+  }
+  lb[0] = NS_LATEST;
+  memcpy(lb + 1, prefix, plen);
+  memcpy(ub, lb, plen + 1);
+  ubl = prefix_succ(ub, plen + 1);
+  rc = iterate(ix, lb, plen + 1, ub, ubl, 0, count_row, &n);
+  immu__free(lb);
+  immu__free(ub);
+  if (rc == 0)
+    *out = n;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Maintenance                                                         */
+/* ------------------------------------------------------------------ */
+
+uint64_t immu__index_bytes(immu_index *ix) {
+  uint64_t sst = 0, blob = 0;
+  if (rocksdb_property_int(ix->db, "rocksdb.total-sst-files-size", &sst) != 0)
+    sst = 0;
+  if (rocksdb_property_int(ix->db, "rocksdb.total-blob-file-size", &blob) !=
+      0)
+    blob = 0;
+  return sst + blob;
+}
+
+int immu__index_flush(immu_index *ix) {
+  char *err = NULL;
+  rocksdb_flush(ix->db, ix->fo, &err);
+  return err != NULL ? rocks_err(err) : 0;
+}
+
+int immu__index_compact(immu_index *ix) {
+  rocksdb_compact_range(ix->db, NULL, 0, NULL, 0);
+  return 0;
+}

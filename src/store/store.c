@@ -1,0 +1,1996 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The storage engine (see store.h for the layout and the commit design).
+ *
+ * Invariants:
+ *  - The log is the only source of truth. txi, aht and the index are
+ *    derived: recovery truncates them to the last checkpoint and replays
+ *    the log tail into them.
+ *  - s->committed only grows, and every tx <= s->committed has its log
+ *    record, txi entry and ahtree nodes written (to the OS at least; to disk
+ *    in synced mode for the log).
+ *  - BlTxID = ID - 1 for every tx we write (spec 11.11), so the ahtree
+ *    holds exactly s->committed leaves once a group is published.
+ *  - Only the holder of the commit token (s->leading) appends to or syncs
+ *    the log, txi and aht files, or touches s->tree.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/endian.h"
+#include "core/mem.h"
+#include "store/crc32c.h"
+#include "store/seg.h"
+
+#define TXI_REC 16u
+#define AHT_REC 32u
+#define TXI_PER_SEG ((uint64_t)1 << 22) /* 64 MiB files */
+#define AHT_PER_SEG ((uint64_t)1 << 22) /* 128 MiB files */
+#define SETTINGS_MAX 4096
+#define CKPT_MAGIC 0x494d434bu /* "IMCK" */
+#define CKPT_LEN (4 + 4 + 8 + 8 + 8 + 32 + 4)
+#define IQ_MAX_BYTES ((size_t)64 << 20)
+#define FORMAT_VERSION 1
+
+/* ------------------------------------------------------------------ */
+/* fixed-size record files (txi, aht) with a pending write buffer      */
+/* ------------------------------------------------------------------ */
+
+typedef struct frec {
+  immu_seg *seg;
+  uint32_t rsize;
+  uint64_t per_seg;
+  _Atomic uint64_t count; /* records written to the file */
+  uint8_t *buf;           /* pending records, not yet written */
+  size_t blen, bcap;
+} frec;
+
+static uint64_t frec_pos(const frec *f, uint64_t idx) {
+  return IMMU_SEGPOS(idx / f->per_seg, (idx % f->per_seg) * f->rsize);
+}
+
+static int frec_open(const immu_io *io, const char *dir, const char *ext,
+                     uint32_t rsize, uint64_t per_seg, frec *f) {
+  int rc;
+  memset(f, 0, sizeof *f);
+  f->rsize = rsize;
+  f->per_seg = per_seg;
+  if ((rc = immu__seg_open(io, dir, ext, per_seg * rsize, 1, &f->seg)) != 0)
+    return rc;
+  uint64_t end = immu__seg_end(f->seg);
+  uint64_t cnt = IMMU_SEGPOS_SEG(end) * per_seg + IMMU_SEGPOS_OFF(end) / rsize;
+  atomic_store(&f->count, cnt);
+  return 0;
+}
+
+static void frec_close(frec *f) {
+  immu__seg_close(f->seg);
+  immu__free(f->buf);
+  memset(f, 0, sizeof *f);
+}
+
+static int frec_push(frec *f, const void *rec, size_t nrec) {
+  size_t n = nrec * f->rsize;
+  if (f->blen + n > f->bcap) {
+    size_t cap = f->bcap ? f->bcap * 2 : 64 * 1024;
+    while (cap < f->blen + n)
+      cap *= 2;
+    uint8_t *b = immu__realloc(f->buf, cap);
+    if (b == NULL)
+      return IMMU_ENOMEM;
+    f->buf = b;
+    f->bcap = cap;
+  }
+  memcpy(f->buf + f->blen, rec, n);
+  f->blen += n;
+  return 0;
+}
+
+/* Writes the pending records, split at segment boundaries so that record
+ * i always sits at frec_pos(i). */
+static int frec_flush(frec *f) {
+  size_t done = 0;
+  uint64_t cnt = atomic_load(&f->count);
+  while (done < f->blen) {
+    uint64_t room = (f->per_seg - cnt % f->per_seg) * f->rsize;
+    size_t n = f->blen - done;
+    if (n > room)
+      n = (size_t)room;
+    struct iovec iov = {f->buf + done, n};
+    uint64_t pos;
+    int rc = immu__seg_append(f->seg, &iov, 1, &pos);
+    if (rc != 0) {
+      /* Keep what was written; drop the rest of the buffer. */
+      memmove(f->buf, f->buf + done, f->blen - done);
+      f->blen -= done;
+      return rc;
+    }
+    if (pos != frec_pos(f, cnt))
+      return IMMU_ECORRUPT;
+    done += n;
+    cnt += n / f->rsize;
+    atomic_store(&f->count, cnt);
+  }
+  f->blen = 0;
+  return 0;
+}
+
+static int frec_read(const frec *f, uint64_t idx, size_t nrec, void *out) {
+  if (idx + nrec > atomic_load(&f->count))
+    return IMMU_ERANGE;
+  /* nrec records never cross a segment boundary for our callers except
+   * aht nodes; read one at a time when they would. */
+  uint8_t *o = out;
+  while (nrec > 0) {
+    uint64_t in_seg = f->per_seg - idx % f->per_seg;
+    size_t n = nrec < in_seg ? nrec : (size_t)in_seg;
+    int rc = immu__seg_read(f->seg, frec_pos(f, idx), o, n * f->rsize);
+    if (rc != 0)
+      return rc;
+    o += n * f->rsize;
+    idx += n;
+    nrec -= n;
+  }
+  return 0;
+}
+
+static int frec_truncate(frec *f, uint64_t cnt) {
+  uint64_t pos;
+  f->blen = 0;
+  if (cnt == atomic_load(&f->count))
+    return 0;
+  if (cnt > 0 && cnt % f->per_seg == 0)
+    pos = IMMU_SEGPOS(cnt / f->per_seg - 1, f->per_seg * f->rsize);
+  else
+    pos = frec_pos(f, cnt);
+  int rc = immu__seg_truncate(f->seg, pos);
+  if (rc == 0)
+    atomic_store(&f->count, cnt);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* store and env structures                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct citem {
+  struct citem *next;
+  const immu_store_entry *e;
+  size_t n;
+  immu_store_bind_fn bind;
+  void *bind_arg;
+  uint8_t *frame;
+  size_t flen;
+  uint64_t nbytes; /* keys + values */
+  immu_tx_header hdr;
+  immu_digest alh;
+  uint64_t pos;
+  int rc;
+  int done;
+  int lead;
+  pthread_cond_t cv;
+} citem;
+
+/* A committed frame waiting for the indexer (saves reading it back). */
+typedef struct iqitem {
+  struct iqitem *next;
+  uint64_t id;
+  uint64_t pos;
+  uint8_t *frame;
+  size_t flen;
+} iqitem;
+
+struct immu_store {
+  char *dir;
+  immu_store_options opt;
+  const immu_io *io;
+  immu_store_env *env;
+  int own_env;
+  uint32_t max_key_len, max_value_len, max_entries;
+
+  immu_seg *log;
+  frec txi, aht;
+  immu_ahtree *tree; /* token holder only */
+  immu_index *index;
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv_indexed;
+  citem *qhead, *qtail;
+  int leading;
+  int closing;
+  int poisoned; /* the fatal error, or 0 */
+
+  /* token holder's view (ahead of the published one during a group) */
+  uint64_t next_id;
+  immu_digest last_alh;
+  immu_digest cur_root; /* Root(next_id - 1) */
+
+  /* published state (under mu; committed also atomic for lock-free use) */
+  _Atomic uint64_t committed;
+  immu_digest committed_alh;
+  uint64_t committed_log_end;
+  uint64_t entries;
+  _Atomic uint64_t indexed;
+  int index_err;
+
+  /* sync / checkpoint bookkeeping (token holder) */
+  uint64_t synced_id; /* log durable up to here */
+  uint64_t ckpt_id;
+  double last_sync, last_ckpt;
+
+  /* index queue (under mu) */
+  iqitem *iqhead, *iqtail;
+  size_t iqbytes;
+
+  /* env bookkeeping (under env->mu) */
+  struct immu_store *wnext;
+  int queued, in_worker;
+
+  /* stats (under mu) */
+  uint64_t groups, fsyncs, value_bytes;
+};
+
+struct immu_store_env {
+  immu_index_env *ix;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;      /* work available / stop */
+  pthread_cond_t cv_idle; /* a store left a worker */
+  immu_store *whead, *wtail;
+  immu_store **all;
+  size_t nall, capall;
+  pthread_t *workers;
+  int nworkers;
+  pthread_t timer;
+  int timer_started;
+  int stop;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void slog(immu_store *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void slog(immu_store *s, int level, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (s->opt.log)
+    s->opt.log(s->opt.log_arg, level, msg);
+  else
+    fprintf(stderr, "immudb store %s: %s: %s\n", s->dir,
+            level == IMMU_LOG_ERROR  ? "error"
+            : level == IMMU_LOG_WARN ? "warning"
+                                     : "info",
+            msg);
+}
+
+static char *fmt_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_err(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return immu__strndup(msg, strlen(msg));
+}
+
+static void set_err(char **errmsg, char *msg) {
+  if (errmsg != NULL && *errmsg == NULL)
+    *errmsg = msg;
+  else
+    immu__free(msg);
+}
+
+void immu_store_options_init(immu_store_options *o) {
+  memset(o, 0, sizeof *o);
+  o->durability = IMMU_DURABILITY_SYNCED;
+  o->log_seg_size = (uint64_t)512 << 20;
+  o->max_key_len = 1024;
+  o->max_value_len = 32u << 20;
+  o->max_entries = 1024;
+  o->max_group = 512;
+  o->async_sync_ms = 10;
+  o->checkpoint_ms = 1000;
+  o->index_batch = 20000;
+  o->inline_max = 256;
+}
+
+/* ------------------------------------------------------------------ */
+/* settings and checkpoint files                                       */
+/* ------------------------------------------------------------------ */
+
+static int path_join(char *out, size_t cap, const char *a, const char *b) {
+  int n = snprintf(out, cap, "%s/%s", a, b);
+  return (n < 0 || (size_t)n >= cap) ? IMMU_ETOOLARGE : 0;
+}
+
+/* settings: "key=value\n" lines; "crc=<hex>" last, over the bytes before. */
+static int settings_load_or_create(immu_store *s, char **errmsg) {
+  char path[4096], buf[SETTINGS_MAX];
+  uint8_t *data = NULL;
+  size_t len;
+  int rc;
+
+  if ((rc = path_join(path, sizeof path, s->dir, "settings")) != 0)
+    return rc;
+  rc = immu__io_read_file(s->io, path, SETTINGS_MAX, &data, &len);
+  if (rc == -ENOENT) {
+    int n = snprintf(buf, sizeof buf,
+                     "format=%d\nheader_version=0\nmax_key_len=%u\n"
+                     "max_value_len=%u\nmax_entries=%u\n",
+                     FORMAT_VERSION, s->opt.max_key_len, s->opt.max_value_len,
+                     s->opt.max_entries);
+    uint32_t crc = immu__crc32c(0, buf, (size_t)n);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "crc=%08x\n", crc);
+    if ((rc = immu__io_write_file_atomic(s->io, path, buf, (size_t)n)) != 0) {
+      set_err(errmsg, fmt_err("cannot write %s: %s", path, immu_strerror(rc)));
+      return rc;
+    }
+    s->max_key_len = s->opt.max_key_len;
+    s->max_value_len = s->opt.max_value_len;
+    s->max_entries = s->opt.max_entries;
+    return 0;
+  }
+  if (rc != 0) {
+    set_err(errmsg, fmt_err("cannot read %s: %s", path, immu_strerror(rc)));
+    return rc;
+  }
+  /* SPEC SET-1: the crc line covers every byte before it. */
+  const char *crcl = NULL;
+  for (size_t i = 0; i + 4 <= len; i++)
+    if ((i == 0 || data[i - 1] == '\n') && memcmp(data + i, "crc=", 4) == 0)
+      crcl = (const char *)data + i;
+  unsigned long want = 0, fmt = 0, hv = 99, mk = 0, mv = 0, me = 0;
+  int bad = crcl == NULL;
+  if (!bad) {
+    size_t body = (size_t)(crcl - (const char *)data);
+    char hex[9] = {0};
+    if (len - body < 13) {
+      bad = 1;
+    } else {
+      memcpy(hex, crcl + 4, 8);
+      char *end;
+      want = strtoul(hex, &end, 16);
+      bad = *end != '\0' || immu__crc32c(0, data, body) != (uint32_t)want;
+    }
+    if (!bad) {
+      memcpy(buf, data, body);
+      buf[body] = '\0';
+      int seen = 0;
+      for (char *line = buf; *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl == NULL) {
+          bad = 1;
+          break;
+        }
+        *nl = '\0';
+        char *eq = strchr(line, '=');
+        if (eq == NULL) {
+          bad = 1;
+          break;
+        }
+        *eq = '\0';
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(eq + 1, &end, 10);
+        if (*end != '\0' || errno != 0 || eq[1] == '\0') {
+          bad = 1;
+          break;
+        }
+        if (strcmp(line, "format") == 0)
+          fmt = v, seen |= 1;
+        else if (strcmp(line, "header_version") == 0)
+          hv = v, seen |= 2;
+        else if (strcmp(line, "max_key_len") == 0)
+          mk = v, seen |= 4;
+        else if (strcmp(line, "max_value_len") == 0)
+          mv = v, seen |= 8;
+        else if (strcmp(line, "max_entries") == 0)
+          me = v, seen |= 16;
+        line = nl + 1;
+      }
+      if (seen != 31)
+        bad = 1;
+    }
+  }
+  immu__free(data);
+  if (bad) {
+    set_err(errmsg, fmt_err("%s is malformed or fails its checksum", path));
+    return IMMU_ECORRUPT;
+  }
+  if (fmt != FORMAT_VERSION || hv > 1 || mk < 1 || mk > 65535 || mv > (1ul << 31) ||
+      me < 1 || me > IMMU_V0_MAX_ENTRIES) {
+    set_err(errmsg,
+            fmt_err("%s: unsupported settings (format %lu, header version %lu, "
+                    "max_key_len %lu, max_value_len %lu, max_entries %lu)",
+                    path, fmt, hv, mk, mv, me));
+    return IMMU_EINVAL;
+  }
+  s->max_key_len = (uint32_t)mk;
+  s->max_value_len = (uint32_t)mv;
+  s->max_entries = (uint32_t)me;
+  return 0;
+}
+
+typedef struct ckpt {
+  uint64_t ntx, entries, log_end;
+  immu_digest alh;
+} ckpt;
+
+static int ckpt_write(immu_store *s, const ckpt *c) {
+  char path[4096];
+  uint8_t b[CKPT_LEN];
+  int rc;
+  if ((rc = path_join(path, sizeof path, s->dir, "checkpoint")) != 0)
+    return rc;
+  immu__put_u32(b, CKPT_MAGIC);
+  immu__put_u32(b + 4, 1);
+  immu__put_u64(b + 8, c->ntx);
+  immu__put_u64(b + 16, c->entries);
+  immu__put_u64(b + 24, c->log_end);
+  memcpy(b + 32, c->alh.b, 32);
+  immu__put_u32(b + 64, immu__crc32c(0, b, 64));
+  return immu__io_write_file_atomic(s->io, path, b, sizeof b);
+}
+
+/* Returns 0 with c filled, -ENOENT if there is none, IMMU_ECORRUPT. */
+static int ckpt_read(immu_store *s, ckpt *c) {
+  char path[4096];
+  uint8_t *b;
+  size_t len;
+  int rc;
+  if ((rc = path_join(path, sizeof path, s->dir, "checkpoint")) != 0)
+    return rc;
+  if ((rc = immu__io_read_file(s->io, path, 4096, &b, &len)) != 0)
+    return rc;
+  if (len != CKPT_LEN || immu__get_u32(b) != CKPT_MAGIC ||
+      immu__get_u32(b + 4) != 1 ||
+      immu__get_u32(b + 64) != immu__crc32c(0, b, 64)) {
+    immu__free(b);
+    return IMMU_ECORRUPT;
+  }
+  c->ntx = immu__get_u64(b + 8);
+  c->entries = immu__get_u64(b + 16);
+  c->log_end = immu__get_u64(b + 24);
+  memcpy(c->alh.b, b + 32, 32);
+  immu__free(b);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* ahtree node storage over the aht file                               */
+/* ------------------------------------------------------------------ */
+
+static int aht_read(void *ctx, uint64_t pos, size_t n, immu_digest *out) {
+  immu_store *s = ctx;
+  return frec_read(&s->aht, pos, n, out);
+}
+
+static int aht_append(void *ctx, uint64_t pos, const immu_digest *nodes,
+                      size_t n) {
+  immu_store *s = ctx;
+  if (pos != atomic_load(&s->aht.count) + s->aht.blen / AHT_REC)
+    return IMMU_EINVAL;
+  return frec_push(&s->aht, nodes, n);
+}
+
+static int aht_append_ro(void *ctx, uint64_t pos, const immu_digest *nodes,
+                         size_t n) {
+  (void)ctx, (void)pos, (void)nodes, (void)n;
+  return IMMU_EINVAL;
+}
+
+static uint64_t aht_nodes_for(uint64_t n) {
+  return 2 * n - (uint64_t)__builtin_popcountll(n);
+}
+
+/* ------------------------------------------------------------------ */
+/* reading records                                                     */
+/* ------------------------------------------------------------------ */
+
+static int txi_get(immu_store *s, uint64_t id, uint64_t *pos, uint32_t *len) {
+  uint8_t b[TXI_REC];
+  int rc = frec_read(&s->txi, id - 1, 1, b);
+  if (rc != 0)
+    return rc == IMMU_ERANGE ? IMMU_ENOTFOUND : rc;
+  if (immu__get_u32(b + 12) != immu__crc32c(0, b, 12))
+    return IMMU_ECORRUPT;
+  *pos = immu__get_u64(b);
+  *len = immu__get_u32(b + 8);
+  return 0;
+}
+
+static void txi_make(uint8_t b[TXI_REC], uint64_t pos, uint32_t len) {
+  immu__put_u64(b, pos);
+  immu__put_u32(b + 8, len);
+  immu__put_u32(b + 12, immu__crc32c(0, b, 12));
+}
+
+/* Parses and checks (crc_head) the head of a frame whose first |n| bytes
+ * are in |b|; |flen| is the full frame length. */
+static int parse_head(const uint8_t *b, size_t n, size_t flen,
+                      immu_tx_header *h, immu_digest *alh) {
+  const size_t F = IMMU_TXREC_FRAME;
+  if (n < F + IMMU_TXREC_HEAD_FIXED || immu__get_u32(b) != IMMU_TXREC_MAGIC ||
+      (uint64_t)immu__get_u32(b + 4) + F != flen)
+    return IMMU_ECORRUPT;
+  const uint8_t *p = b + F;
+  if (p[0] != IMMU_TXREC_VERSION)
+    return IMMU_ECORRUPT;
+  uint32_t mdlen = immu__get_u16(p + 123);
+  size_t hlen = IMMU_TXREC_HEAD_FIXED + mdlen;
+  if (mdlen > IMMU_TX_MD_MAX || F + hlen > n || F + hlen > flen)
+    return IMMU_ECORRUPT;
+  uint32_t crc = immu__crc32c(0, b + 4, 4);
+  if (immu__crc32c(crc, p, hlen) != immu__get_u32(b + 8))
+    return IMMU_ECORRUPT;
+  memset(h, 0, sizeof *h);
+  h->id = immu__get_u64(p + 1);
+  h->ts = (int64_t)immu__get_u64(p + 9);
+  h->bl_tx_id = immu__get_u64(p + 17);
+  memcpy(h->bl_root.b, p + 25, 32);
+  memcpy(h->prev_alh.b, p + 57, 32);
+  memcpy(alh->b, p + 89, 32);
+  h->version = immu__get_u16(p + 121);
+  h->md_len = mdlen;
+  memcpy(h->md, p + 125, mdlen);
+  h->nentries = immu__get_u32(p + 125 + mdlen);
+  memcpy(h->eh.b, p + 129 + mdlen, 32);
+  return 0;
+}
+
+static int read_head_at(immu_store *s, uint64_t pos, uint32_t len,
+                        immu_tx_header *h, immu_digest *alh) {
+  uint8_t b[IMMU_TXREC_FRAME + IMMU_TXREC_HEAD_FIXED + IMMU_TX_MD_MAX];
+  size_t n = len < sizeof b ? len : sizeof b;
+  int rc = immu__seg_read(s->log, pos, b, n);
+  if (rc != 0)
+    return rc == IMMU_ERANGE ? IMMU_ECORRUPT : rc;
+  return parse_head(b, n, len, h, alh);
+}
+
+static int read_head(immu_store *s, uint64_t id, immu_tx_header *h,
+                     immu_digest *alh) {
+  uint64_t pos;
+  uint32_t len;
+  int rc;
+  if (id == 0 || id > atomic_load(&s->committed))
+    return IMMU_ENOTFOUND;
+  if ((rc = txi_get(s, id, &pos, &len)) != 0)
+    return rc;
+  if ((rc = read_head_at(s, pos, len, h, alh)) != 0)
+    return rc;
+  return h->id == id ? 0 : IMMU_ECORRUPT;
+}
+
+int immu_store_read_header(immu_store *s, uint64_t id, immu_tx_header *hdr,
+                           immu_digest *alh) {
+  immu_digest a;
+  return read_head(s, id, hdr, alh ? alh : &a);
+}
+
+static int read_frame(immu_store *s, uint64_t pos, uint32_t len,
+                      uint8_t **buf) {
+  uint8_t *b = immu__malloc(len);
+  int rc;
+  *buf = NULL;
+  if (b == NULL)
+    return IMMU_ENOMEM;
+  if ((rc = immu__seg_read(s->log, pos, b, len)) != 0) {
+    immu__free(b);
+    return rc == IMMU_ERANGE ? IMMU_ECORRUPT : rc;
+  }
+  *buf = b;
+  return 0;
+}
+
+int immu_store_read_tx(immu_store *s, uint64_t id, immu_txrec *rec,
+                       uint8_t **buf) {
+  uint64_t pos;
+  uint32_t len;
+  int rc;
+  *buf = NULL;
+  memset(rec, 0, sizeof *rec);
+  if (id == 0 || id > atomic_load(&s->committed))
+    return IMMU_ENOTFOUND;
+  if ((rc = txi_get(s, id, &pos, &len)) != 0 ||
+      (rc = read_frame(s, pos, len, buf)) != 0)
+    return rc;
+  if ((rc = immu__txrec_decode(*buf, len, rec)) != 0 || rec->hdr.id != id) {
+    immu__txrec_free(rec);
+    immu__free(*buf);
+    *buf = NULL;
+    return rc ? rc : IMMU_ECORRUPT;
+  }
+  return 0;
+}
+
+int immu_store_read_value(immu_store *s, uint64_t pos, void *buf, size_t n) {
+  int rc = immu__seg_read(s->log, pos, buf, n);
+  return rc == IMMU_ERANGE ? IMMU_ECORRUPT : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* proofs                                                              */
+/* ------------------------------------------------------------------ */
+
+static int src_header(void *ctx, uint64_t id, immu_tx_header *out) {
+  immu_digest alh;
+  return read_head(ctx, id, out, &alh);
+}
+
+static int src_alh(void *ctx, uint64_t id, immu_digest *out) {
+  immu_tx_header h;
+  return read_head(ctx, id, &h, out);
+}
+
+int immu_store_dual_proof(immu_store *s, uint64_t source_id,
+                          uint64_t target_id, immu_dual_proof *out) {
+  immu_tx_header S, T;
+  immu_digest a;
+  immu_ahtree *view = NULL;
+  immu_ahtree_store st = {s, aht_read, aht_append_ro};
+  immu_tx_source src = {s, src_header, src_alh};
+  int rc;
+
+  memset(out, 0, sizeof *out);
+  if (source_id == 0 || source_id > target_id)
+    return IMMU_EINVAL;
+  if ((rc = read_head(s, source_id, &S, &a)) != 0 ||
+      (rc = read_head(s, target_id, &T, &a)) != 0)
+    return rc;
+  /* The view covers exactly the target's tree: nodes of perfect subtrees
+   * up to T.BlTxID leaves are all written once T is committed. */
+  if ((rc = immu_ahtree_open(&st, T.bl_tx_id, &view)) != 0)
+    return rc;
+  rc = immu_dual_proof_gen(view, &src, &S, &T, out);
+  immu_ahtree_free(view);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* commit path                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct keyref {
+  const uint8_t *k;
+  size_t n;
+} keyref;
+
+static int keyref_cmp(const void *a, const void *b) {
+  const keyref *x = a, *y = b;
+  size_t n = x->n < y->n ? x->n : y->n;
+  int c = memcmp(x->k, y->k, n);
+  if (c != 0)
+    return c;
+  return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static int validate(immu_store *s, const immu_store_entry *e, size_t n) {
+  if (n == 0 || n > s->max_entries)
+    return IMMU_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (e[i].klen == 0 || e[i].klen > s->max_key_len || e[i].key == NULL ||
+        e[i].vlen > s->max_value_len || (e[i].vlen && e[i].value == NULL) ||
+        e[i].mdlen > IMMU_KV_MD_MAX)
+      return IMMU_EINVAL;
+  }
+  if (n <= 16) {
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = i + 1; j < n; j++)
+        if (e[i].klen == e[j].klen && memcmp(e[i].key, e[j].key, e[i].klen) == 0)
+          return IMMU_EINVAL;
+    return 0;
+  }
+  keyref *k = immu__malloc(n * sizeof *k);
+  if (k == NULL)
+    return IMMU_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    k[i] = (keyref){e[i].key, e[i].klen};
+  qsort(k, n, sizeof *k, keyref_cmp);
+  int rc = 0;
+  for (size_t i = 1; i < n && rc == 0; i++)
+    if (keyref_cmp(&k[i - 1], &k[i]) == 0)
+      rc = IMMU_EINVAL;
+  immu__free(k);
+  return rc;
+}
+
+/* Hashes the entries and encodes the frame (all but the id-dependent head
+ * fields). Runs outside the serial section unless the tx has a bind. */
+static int build_frame(citem *it) {
+  immu_txrec_in stack_in[16];
+  immu_digest stack_d[16];
+  immu_txrec_in *in = stack_in;
+  immu_digest *d = stack_d;
+  unsigned version = 0;
+  int rc = 0;
+
+  if (it->n > 16) {
+    in = immu__malloc(it->n * sizeof *in);
+    d = immu__malloc(it->n * sizeof *d);
+    if (in == NULL || d == NULL) {
+      rc = IMMU_ENOMEM;
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < it->n; i++)
+    if (it->e[i].mdlen > 0)
+      version = 1;
+  it->nbytes = 0;
+  for (size_t i = 0; i < it->n; i++) {
+    const immu_store_entry *x = &it->e[i];
+    in[i] = (immu_txrec_in){x->key, x->klen, x->md, x->mdlen, x->value, x->vlen,
+                            {{0}}};
+    immu_sha256(x->value, x->vlen, &in[i].hval);
+    if ((rc = immu_entry_digest(version, x->key, x->klen, x->md, x->mdlen,
+                                &in[i].hval, &d[i])) != 0)
+      goto out;
+    it->nbytes += x->klen + x->vlen;
+  }
+  memset(&it->hdr, 0, sizeof it->hdr);
+  it->hdr.version = version;
+  it->hdr.nentries = (uint32_t)it->n;
+  if ((rc = immu_htree_root(d, it->n, &it->hdr.eh)) != 0)
+    goto out;
+  it->flen = immu__txrec_size(in, it->n, 0);
+  if (it->flen == 0) {
+    rc = IMMU_ETOOLARGE;
+    goto out;
+  }
+  if ((it->frame = immu__malloc(it->flen)) == NULL) {
+    rc = IMMU_ENOMEM;
+    goto out;
+  }
+  if ((rc = immu__txrec_encode(&it->hdr, in, it->n, it->frame, it->flen)) !=
+      0) {
+    immu__free(it->frame);
+    it->frame = NULL;
+  }
+out:
+  if (in != stack_in)
+    immu__free(in);
+  if (d != stack_d)
+    immu__free(d);
+  return rc;
+}
+
+static void env_schedule(immu_store *s);
+
+/* Restores the token holder's view to the published state after a failed
+ * group write. */
+static int rollback(immu_store *s) {
+  immu_ahtree_store st = {s, aht_read, aht_append};
+  uint64_t c = atomic_load(&s->committed);
+  s->aht.blen = 0;
+  s->txi.blen = 0;
+  immu_ahtree_free(s->tree);
+  s->tree = NULL;
+  int rc = immu_ahtree_open(&st, c, &s->tree);
+  if (rc != 0)
+    return rc;
+  s->next_id = c + 1;
+  s->last_alh = s->committed_alh;
+  if (c > 0)
+    rc = immu_ahtree_root_at(s->tree, c, &s->cur_root);
+  return rc;
+}
+
+static int sync_derived(immu_store *s) {
+  int rc;
+  if ((rc = immu__seg_sync(s->txi.seg)) != 0 ||
+      (rc = immu__seg_sync(s->aht.seg)) != 0)
+    return rc;
+  return 0;
+}
+
+/* Token holder: make the log durable (async mode) and write a checkpoint
+ * for the published state. */
+static int do_checkpoint(immu_store *s) {
+  ckpt c;
+  int rc;
+  pthread_mutex_lock(&s->mu);
+  c.ntx = atomic_load(&s->committed);
+  c.entries = s->entries;
+  c.log_end = s->committed_log_end;
+  c.alh = s->committed_alh;
+  pthread_mutex_unlock(&s->mu);
+  if (c.ntx == s->ckpt_id)
+    return 0;
+  if (c.ntx > s->synced_id) {
+    if ((rc = immu__seg_sync(s->log)) != 0)
+      return rc;
+    s->synced_id = c.ntx;
+  }
+  if ((rc = sync_derived(s)) != 0 || (rc = ckpt_write(s, &c)) != 0)
+    return rc;
+  s->ckpt_id = c.ntx;
+  s->last_ckpt = now_s();
+  return 0;
+}
+
+static void poison(immu_store *s, int rc, const char *what) {
+  pthread_mutex_lock(&s->mu);
+  if (!s->poisoned)
+    s->poisoned = rc;
+  pthread_mutex_unlock(&s->mu);
+  slog(s, IMMU_LOG_ERROR,
+       "%s failed: %s; the database refuses writes until it is reopened",
+       what, immu_strerror(rc));
+}
+
+/* Processes one group (token held, s->mu not held). */
+static void process_group(immu_store *s, citem **items, size_t cnt) {
+  struct iovec iov_stack[64];
+  struct iovec *iov = iov_stack;
+  size_t nok = 0;
+  int64_t ts = (int64_t)time(NULL);
+  int rc;
+
+  if (cnt > 64 && (iov = immu__malloc(cnt * sizeof *iov)) == NULL) {
+    for (size_t i = 0; i < cnt; i++)
+      items[i]->rc = IMMU_ENOMEM;
+    return;
+  }
+  for (size_t i = 0; i < cnt; i++) {
+    citem *it = items[i];
+    if (it->rc != 0)
+      continue;
+    if (it->bind != NULL) {
+      if ((rc = it->bind(it->bind_arg, s->next_id)) != 0 ||
+          (rc = build_frame(it)) != 0) {
+        it->rc = rc;
+        continue;
+      }
+    }
+    immu_tx_header *h = &it->hdr;
+    h->id = s->next_id;
+    h->ts = ts;
+    h->bl_tx_id = s->next_id - 1;
+    h->bl_root = h->bl_tx_id ? s->cur_root : immu_zero_digest;
+    h->prev_alh = s->last_alh;
+    if ((rc = immu_tx_alh(h, &it->alh)) != 0) {
+      it->rc = rc;
+      continue;
+    }
+    if ((rc = immu_ahtree_append(s->tree, it->alh.b, 32, &s->cur_root)) != 0) {
+      it->rc = rc;
+      continue;
+    }
+    immu__txrec_seal(it->frame, h, &it->alh);
+    s->last_alh = it->alh;
+    s->next_id++;
+    iov[nok].iov_base = it->frame;
+    iov[nok].iov_len = it->flen;
+    nok++;
+  }
+  if (nok == 0)
+    goto out;
+
+  uint64_t base;
+  if ((rc = immu__seg_append(s->log, iov, (int)nok, &base)) != 0) {
+    int rrc = rollback(s);
+    for (size_t i = 0; i < cnt; i++)
+      if (items[i]->rc == 0)
+        items[i]->rc = rc;
+    if (rrc != 0)
+      poison(s, rrc, "restoring the tree after a failed log write");
+    else
+      slog(s, IMMU_LOG_ERROR, "log write failed: %s; %zu txs not committed",
+           immu_strerror(rc), nok);
+    goto out;
+  }
+  int synced = 0;
+  if (s->opt.durability == IMMU_DURABILITY_SYNCED ||
+      now_s() - s->last_sync >= s->opt.async_sync_ms / 1000.0) {
+    if ((rc = immu__seg_sync(s->log)) != 0) {
+      /* fsyncgate: after a failed fsync the page cache state is unknown. */
+      for (size_t i = 0; i < cnt; i++)
+        if (items[i]->rc == 0)
+          items[i]->rc = rc;
+      poison(s, rc, "log fsync");
+      goto out;
+    }
+    synced = 1;
+    s->last_sync = now_s();
+  }
+  uint64_t pos = base;
+  for (size_t i = 0; i < cnt; i++) {
+    citem *it = items[i];
+    uint8_t rec[TXI_REC];
+    if (it->rc != 0)
+      continue;
+    it->pos = pos;
+    txi_make(rec, pos, (uint32_t)it->flen);
+    if ((rc = frec_push(&s->txi, rec, 1)) != 0)
+      break;
+    pos += it->flen;
+  }
+  if (rc == 0)
+    rc = frec_flush(&s->txi);
+  if (rc == 0)
+    rc = frec_flush(&s->aht);
+  if (rc != 0) {
+    for (size_t i = 0; i < cnt; i++)
+      if (items[i]->rc == 0)
+        items[i]->rc = rc;
+    poison(s, rc, "writing the tx index or tree files");
+    goto out;
+  }
+
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < cnt; i++) {
+    citem *it = items[i];
+    if (it->rc != 0)
+      continue;
+    s->entries += it->n;
+    s->value_bytes += it->nbytes;
+    /* Hand the frame to the indexer instead of freeing it. */
+    iqitem *q = NULL;
+    if (s->iqbytes + it->flen <= IQ_MAX_BYTES &&
+        (q = immu__malloc(sizeof *q)) != NULL) {
+      *q = (iqitem){NULL, it->hdr.id, it->pos, it->frame, it->flen};
+      if (s->iqtail)
+        s->iqtail->next = q;
+      else
+        s->iqhead = q;
+      s->iqtail = q;
+      s->iqbytes += it->flen;
+      it->frame = NULL;
+    }
+  }
+  atomic_store(&s->committed, s->next_id - 1);
+  s->committed_alh = s->last_alh;
+  s->committed_log_end = pos;
+  s->groups++;
+  if (synced) {
+    s->fsyncs++;
+    s->synced_id = s->next_id - 1;
+  }
+  pthread_mutex_unlock(&s->mu);
+  env_schedule(s);
+
+  if (now_s() - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0 &&
+      (rc = do_checkpoint(s)) != 0)
+    poison(s, rc, "checkpoint");
+out:
+  if (iov != iov_stack)
+    immu__free(iov);
+}
+
+/* Called with s->mu held and the token taken. Returns with s->mu held. */
+static void lead(immu_store *s) {
+  citem *stack_items[64];
+  size_t cap = s->opt.max_group;
+  citem **items = stack_items;
+  if (cap > 64 && (items = immu__malloc(cap * sizeof *items)) == NULL) {
+    items = stack_items;
+    cap = 64;
+  }
+  size_t cnt = 0;
+  while (s->qhead != NULL && cnt < cap) {
+    items[cnt++] = s->qhead;
+    s->qhead = s->qhead->next;
+  }
+  if (s->qhead == NULL)
+    s->qtail = NULL;
+  if (s->poisoned) {
+    for (size_t i = 0; i < cnt; i++)
+      items[i]->rc = IMMU_EPOISONED;
+  } else {
+    pthread_mutex_unlock(&s->mu);
+    process_group(s, items, cnt);
+    pthread_mutex_lock(&s->mu);
+  }
+  for (size_t i = 0; i < cnt; i++) {
+    items[i]->done = 1;
+    pthread_cond_signal(&items[i]->cv);
+  }
+  if (s->qhead != NULL) {
+    s->qhead->lead = 1; /* hand the token over */
+    pthread_cond_signal(&s->qhead->cv);
+  } else {
+    s->leading = 0;
+    pthread_cond_broadcast(&s->cv_indexed); /* close() waits on it too */
+  }
+  if (items != stack_items)
+    immu__free(items);
+}
+
+int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
+                      immu_store_bind_fn bind, void *bind_arg,
+                      immu_tx_header *hdr, immu_digest *alh) {
+  citem it;
+  int rc;
+
+  if ((rc = validate(s, e, n)) != 0)
+    return rc;
+  memset(&it, 0, sizeof it);
+  it.e = e;
+  it.n = n;
+  it.bind = bind;
+  it.bind_arg = bind_arg;
+  if (bind == NULL && (rc = build_frame(&it)) != 0)
+    return rc;
+  pthread_cond_init(&it.cv, NULL);
+  pthread_mutex_lock(&s->mu);
+  if (s->closing || s->poisoned) {
+    rc = s->closing ? IMMU_ECLOSED : IMMU_EPOISONED;
+    pthread_mutex_unlock(&s->mu);
+    goto out;
+  }
+  if (s->qtail)
+    s->qtail->next = &it;
+  else
+    s->qhead = &it;
+  s->qtail = &it;
+  if (!s->leading) {
+    s->leading = 1;
+    lead(s);
+  }
+  while (!it.done) {
+    if (it.lead) {
+      it.lead = 0;
+      lead(s);
+      continue;
+    }
+    pthread_cond_wait(&it.cv, &s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
+  rc = it.rc;
+  if (rc == 0) {
+    if (hdr)
+      *hdr = it.hdr;
+    if (alh)
+      *alh = it.alh;
+  }
+out:
+  pthread_cond_destroy(&it.cv);
+  immu__free(it.frame);
+  return rc;
+}
+
+void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh) {
+  pthread_mutex_lock(&s->mu);
+  *tx_id = atomic_load(&s->committed);
+  *alh = s->committed_alh;
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Takes the commit token when nobody holds it. Returns 1 if taken. */
+static int token_try(immu_store *s) {
+  int got = 0;
+  pthread_mutex_lock(&s->mu);
+  if (!s->leading && !s->closing) {
+    s->leading = 1;
+    got = 1;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return got;
+}
+
+static void token_release(immu_store *s) {
+  pthread_mutex_lock(&s->mu);
+  if (s->qhead != NULL) {
+    s->qhead->lead = 1;
+    pthread_cond_signal(&s->qhead->cv);
+  } else {
+    s->leading = 0;
+    pthread_cond_broadcast(&s->cv_indexed);
+  }
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* indexer                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Applies one batch. Returns 1 if more work remains, 0 if caught up. */
+static int index_step(immu_store *s) {
+  uint64_t from, to, last;
+  iqitem *q = NULL, *qend = NULL;
+  immu_index_kv *kvs = NULL;
+  size_t nkv = 0, capkv = 0;
+  int rc = 0;
+
+  pthread_mutex_lock(&s->mu);
+  from = atomic_load(&s->indexed) + 1;
+  to = atomic_load(&s->committed);
+  /* Detach queued frames up to |to|; drop ones already indexed. */
+  while (s->iqhead != NULL && s->iqhead->id <= to) {
+    iqitem *x = s->iqhead;
+    s->iqhead = x->next;
+    if (s->iqhead == NULL)
+      s->iqtail = NULL;
+    s->iqbytes -= x->flen;
+    x->next = NULL;
+    if (x->id < from) {
+      immu__free(x->frame);
+      immu__free(x);
+      continue;
+    }
+    if (qend)
+      qend->next = x;
+    else
+      q = x;
+    qend = x;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (from > to)
+    return 0;
+
+  size_t maxtx = to - from + 1 < 4096 ? (size_t)(to - from + 1) : 4096;
+  uint8_t **bufs = immu__calloc(maxtx, sizeof *bufs);
+  immu_txrec *recs = immu__calloc(maxtx, sizeof *recs);
+  if (bufs == NULL || recs == NULL) {
+    rc = IMMU_ENOMEM;
+    goto done;
+  }
+  last = from - 1;
+  for (uint64_t id = from; id <= to && id - from < maxtx; id++) {
+    size_t k = (size_t)(id - from);
+    uint64_t pos;
+    uint32_t len;
+    while (q != NULL && q->id < id) { /* should not happen; be safe */
+      iqitem *x = q;
+      q = q->next;
+      immu__free(x->frame);
+      immu__free(x);
+    }
+    if (q != NULL && q->id == id) {
+      iqitem *x = q;
+      q = q->next;
+      bufs[k] = x->frame;
+      pos = x->pos;
+      len = (uint32_t)x->flen;
+      immu__free(x);
+    } else {
+      if ((rc = txi_get(s, id, &pos, &len)) != 0 ||
+          (rc = read_frame(s, pos, len, &bufs[k])) != 0)
+        goto done;
+    }
+    if ((rc = immu__txrec_decode(bufs[k], len, &recs[k])) != 0)
+      goto done;
+    size_t ne = recs[k].hdr.nentries;
+    if (nkv + ne > capkv) {
+      size_t nc = capkv ? capkv * 2 : 1024;
+      while (nc < nkv + ne)
+        nc *= 2;
+      immu_index_kv *nk = immu__realloc(kvs, nc * sizeof *nk);
+      if (nk == NULL) {
+        rc = IMMU_ENOMEM;
+        goto done;
+      }
+      kvs = nk;
+      capkv = nc;
+    }
+    for (size_t i = 0; i < ne; i++) {
+      const immu_txrec_entry *x = &recs[k].entries[i];
+      kvs[nkv++] = (immu_index_kv){x->key,
+                                   x->klen,
+                                   x->md,
+                                   x->mdlen,
+                                   x->value,
+                                   x->vlen,
+                                   id,
+                                   (uint32_t)i,
+                                   pos + x->value_off,
+                                   x->hval};
+    }
+    last = id;
+    if (nkv >= s->opt.index_batch)
+      break;
+  }
+  if ((rc = immu__index_apply(s->index, from, last, kvs, nkv)) != 0)
+    goto done;
+  pthread_mutex_lock(&s->mu);
+  atomic_store(&s->indexed, last);
+  s->index_err = 0;
+  pthread_cond_broadcast(&s->cv_indexed);
+  pthread_mutex_unlock(&s->mu);
+done:
+  if (recs != NULL)
+    for (size_t k = 0; k < maxtx; k++)
+      immu__txrec_free(&recs[k]);
+  if (bufs != NULL)
+    for (size_t k = 0; k < maxtx; k++)
+      immu__free(bufs[k]);
+  immu__free(bufs);
+  immu__free(recs);
+  immu__free(kvs);
+  if (q != NULL) { /* not consumed this round: put back in front */
+    size_t bytes = 0;
+    iqitem *t = q;
+    for (; t->next != NULL; t = t->next)
+      bytes += t->flen;
+    bytes += t->flen;
+    pthread_mutex_lock(&s->mu);
+    t->next = s->iqhead;
+    s->iqhead = q;
+    if (s->iqtail == NULL)
+      s->iqtail = t;
+    s->iqbytes += bytes;
+    pthread_mutex_unlock(&s->mu);
+  }
+  if (rc != 0) {
+    pthread_mutex_lock(&s->mu);
+    int first = s->index_err == 0;
+    s->index_err = rc;
+    pthread_cond_broadcast(&s->cv_indexed);
+    pthread_mutex_unlock(&s->mu);
+    if (first)
+      slog(s, IMMU_LOG_ERROR, "indexing tx %llu failed: %s; will retry",
+           (unsigned long long)from, immu_strerror(rc));
+    return 0; /* the timer retries */
+  }
+  return atomic_load(&s->indexed) < atomic_load(&s->committed);
+}
+
+int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms) {
+  struct timespec dl;
+  int rc = 0;
+  if (atomic_load(&s->indexed) >= tx)
+    return 0;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  if (timeout_ms >= 0) {
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+      dl.tv_sec++;
+      dl.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_lock(&s->mu);
+  while (atomic_load(&s->indexed) < tx && rc == 0) {
+    if (s->closing) {
+      rc = IMMU_ECLOSED;
+      break;
+    }
+    if (timeout_ms < 0)
+      pthread_cond_wait(&s->cv_indexed, &s->mu);
+    else if (pthread_cond_timedwait(&s->cv_indexed, &s->mu, &dl) == ETIMEDOUT)
+      rc = atomic_load(&s->indexed) >= tx ? 0 : IMMU_ETIMEOUT;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+immu_index *immu_store_index(immu_store *s) { return s->index; }
+
+/* ------------------------------------------------------------------ */
+/* env: worker pool and timer                                          */
+/* ------------------------------------------------------------------ */
+
+static void env_schedule(immu_store *s) {
+  immu_store_env *env = s->env;
+  pthread_mutex_lock(&env->mu);
+  if (!s->queued && !s->closing) {
+    s->queued = 1;
+    s->wnext = NULL;
+    if (env->wtail)
+      env->wtail->wnext = s;
+    else
+      env->whead = s;
+    env->wtail = s;
+    pthread_cond_signal(&env->cv);
+  }
+  pthread_mutex_unlock(&env->mu);
+}
+
+static void *env_worker(void *arg) {
+  immu_store_env *env = arg;
+  pthread_mutex_lock(&env->mu);
+  while (!env->stop) {
+    immu_store *s = env->whead;
+    if (s == NULL) {
+      pthread_cond_wait(&env->cv, &env->mu);
+      continue;
+    }
+    env->whead = s->wnext;
+    if (env->whead == NULL)
+      env->wtail = NULL;
+    s->in_worker = 1;
+    pthread_mutex_unlock(&env->mu);
+    int more = index_step(s);
+    pthread_mutex_lock(&env->mu);
+    s->in_worker = 0;
+    if ((more || atomic_load(&s->indexed) < atomic_load(&s->committed)) &&
+        !s->closing && s->index_err == 0) {
+      s->wnext = NULL;
+      if (env->wtail)
+        env->wtail->wnext = s;
+      else
+        env->whead = s;
+      env->wtail = s;
+    } else {
+      s->queued = 0;
+    }
+    pthread_cond_broadcast(&env->cv_idle);
+  }
+  pthread_mutex_unlock(&env->mu);
+  return NULL;
+}
+
+static void *env_timer(void *arg) {
+  immu_store_env *env = arg;
+  struct timespec ts = {0, 2 * 1000 * 1000};
+  pthread_mutex_lock(&env->mu);
+  while (!env->stop) {
+    double t = now_s();
+    for (size_t i = 0; i < env->nall; i++) {
+      immu_store *s = env->all[i];
+      uint64_t c = atomic_load(&s->committed);
+      int need_sync = s->synced_id < c &&
+                      t - s->last_sync >= s->opt.async_sync_ms / 1000.0;
+      int need_ckpt = s->ckpt_id < c &&
+                      t - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0;
+      if ((need_sync || need_ckpt) && token_try(s)) {
+        int rc = 0;
+        if (need_ckpt) {
+          rc = do_checkpoint(s);
+        } else if ((rc = immu__seg_sync(s->log)) == 0) {
+          s->synced_id = c;
+          s->last_sync = t;
+          pthread_mutex_lock(&s->mu);
+          s->fsyncs++;
+          pthread_mutex_unlock(&s->mu);
+        }
+        token_release(s);
+        if (rc != 0)
+          poison(s, rc, need_ckpt ? "checkpoint" : "log fsync");
+      }
+      if (s->index_err != 0 && !s->queued) {
+        s->index_err = 0; /* retry a failed index batch */
+        s->queued = 1;
+        s->wnext = NULL;
+        if (env->wtail)
+          env->wtail->wnext = s;
+        else
+          env->whead = s;
+        env->wtail = s;
+        pthread_cond_signal(&env->cv);
+      }
+    }
+    pthread_mutex_unlock(&env->mu);
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&env->mu);
+  }
+  pthread_mutex_unlock(&env->mu);
+  return NULL;
+}
+
+int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out) {
+  immu_store_env *env;
+  int rc;
+  *out = NULL;
+  if ((env = immu__calloc(1, sizeof *env)) == NULL)
+    return IMMU_ENOMEM;
+  if ((rc = immu__index_env_new(cache_bytes, 2, &env->ix)) != 0) {
+    immu__free(env);
+    return rc;
+  }
+  pthread_mutex_init(&env->mu, NULL);
+  pthread_cond_init(&env->cv, NULL);
+  pthread_cond_init(&env->cv_idle, NULL);
+  env->nworkers = workers > 0 ? workers : 2;
+  env->workers = immu__calloc((size_t)env->nworkers, sizeof(pthread_t));
+  if (env->workers == NULL) {
+    immu_store_env_free(env);
+    return IMMU_ENOMEM;
+  }
+  for (int i = 0; i < env->nworkers; i++) {
+    if (pthread_create(&env->workers[i], NULL, env_worker, env) != 0) {
+      env->nworkers = i;
+      immu_store_env_free(env);
+      return IMMU_ENOMEM;
+    }
+  }
+  if (pthread_create(&env->timer, NULL, env_timer, env) != 0) {
+    immu_store_env_free(env);
+    return IMMU_ENOMEM;
+  }
+  env->timer_started = 1;
+  *out = env;
+  return 0;
+}
+
+void immu_store_env_free(immu_store_env *env) {
+  if (env == NULL)
+    return;
+  pthread_mutex_lock(&env->mu);
+  env->stop = 1;
+  pthread_cond_broadcast(&env->cv);
+  pthread_mutex_unlock(&env->mu);
+  for (int i = 0; i < env->nworkers; i++)
+    pthread_join(env->workers[i], NULL);
+  if (env->timer_started)
+    pthread_join(env->timer, NULL);
+  immu__index_env_free(env->ix);
+  pthread_mutex_destroy(&env->mu);
+  pthread_cond_destroy(&env->cv);
+  pthread_cond_destroy(&env->cv_idle);
+  immu__free(env->workers);
+  immu__free(env->all);
+  immu__free(env);
+}
+
+static int env_register(immu_store_env *env, immu_store *s) {
+  pthread_mutex_lock(&env->mu);
+  if (env->nall == env->capall) {
+    size_t cap = env->capall ? env->capall * 2 : 16;
+    immu_store **a = immu__realloc(env->all, cap * sizeof *a);
+    if (a == NULL) {
+      pthread_mutex_unlock(&env->mu);
+      return IMMU_ENOMEM;
+    }
+    env->all = a;
+    env->capall = cap;
+  }
+  env->all[env->nall++] = s;
+  pthread_mutex_unlock(&env->mu);
+  return 0;
+}
+
+static void env_unregister(immu_store_env *env, immu_store *s) {
+  pthread_mutex_lock(&env->mu);
+  for (size_t i = 0; i < env->nall; i++)
+    if (env->all[i] == s) {
+      env->all[i] = env->all[--env->nall];
+      break;
+    }
+  /* Drop it from the work queue, then wait for a running step. */
+  immu_store **pp = &env->whead, *prev = NULL;
+  while (*pp != NULL) {
+    if (*pp == s) {
+      *pp = s->wnext;
+      if (env->wtail == s)
+        env->wtail = prev;
+      break;
+    }
+    prev = *pp;
+    pp = &(*pp)->wnext;
+  }
+  while (s->in_worker)
+    pthread_cond_wait(&env->cv_idle, &env->mu);
+  s->queued = 0;
+  pthread_mutex_unlock(&env->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* open and recovery                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Is there any frame after |from| that decodes (magic, length, both CRCs)?
+ * Used to tell a torn tail (nothing valid follows) from corruption. Only
+ * runs on the error path. */
+static int valid_frame_after(immu_store *s, uint64_t from) {
+  uint64_t nseg = immu__seg_count(s->log);
+  uint64_t off = IMMU_SEGPOS_OFF(from) + 1;
+  uint8_t win[4096];
+  for (uint64_t seg = IMMU_SEGPOS_SEG(from); seg < nseg; seg++, off = 0) {
+    uint64_t ssize;
+    if (immu__seg_size(s->log, seg, &ssize) != 0)
+      break;
+    while (off + IMMU_TXREC_FRAME <= ssize) {
+      size_t n = sizeof win;
+      if (off + n > ssize)
+        n = (size_t)(ssize - off);
+      if (immu__seg_read(s->log, IMMU_SEGPOS(seg, off), win, n) != 0)
+        break;
+      for (size_t i = 0; i + IMMU_TXREC_FRAME <= n; i++) {
+        size_t flen;
+        uint8_t *fb;
+        immu_txrec r;
+        if (immu__get_u32(win + i) != IMMU_TXREC_MAGIC ||
+            immu__txrec_frame_len(win + i, n - i, UINT32_MAX - 64, &flen) != 0 ||
+            read_frame(s, IMMU_SEGPOS(seg, off + i), (uint32_t)flen, &fb) != 0)
+          continue;
+        int ok = immu__txrec_decode(fb, flen, &r) == 0;
+        if (ok)
+          immu__txrec_free(&r);
+        immu__free(fb);
+        if (ok)
+          return 1;
+      }
+      if (n <= IMMU_TXREC_FRAME)
+        break;
+      off += n - IMMU_TXREC_FRAME + 1;
+    }
+  }
+  return 0;
+}
+
+/* Replays the log from |pos| (the first byte after tx s->next_id - 1) into
+ * txi and aht, checking the chain; truncates a torn tail. */
+static int replay_tail(immu_store *s, uint64_t pos, char **errmsg) {
+  uint8_t fh[IMMU_TXREC_FRAME];
+  char path[4096];
+  int rc;
+
+  for (;;) {
+    size_t flen = 0;
+    uint8_t *fb = NULL;
+    immu_txrec r;
+    const char *why = NULL;
+    uint64_t id = s->next_id;
+
+    memset(&r, 0, sizeof r);
+    uint64_t ssize;
+    if (immu__seg_size(s->log, IMMU_SEGPOS_SEG(pos), &ssize) != 0)
+      break; /* no more segments */
+    if (IMMU_SEGPOS_OFF(pos) >= ssize) {
+      /* End of this segment: frames never straddle, go to the next. */
+      if (IMMU_SEGPOS_SEG(pos) + 1 >= immu__seg_count(s->log))
+        break;
+      pos = IMMU_SEGPOS(IMMU_SEGPOS_SEG(pos) + 1, 0);
+      continue;
+    }
+    rc = immu__seg_read(s->log, pos, fh, sizeof fh);
+    if (rc == IMMU_ERANGE) {
+      why = "truncated frame header";
+    } else if (rc != 0) {
+      immu__seg_path(s->log, pos, path, sizeof path);
+      set_err(errmsg, fmt_err("reading %s at offset %llu: %s", path,
+                              (unsigned long long)IMMU_SEGPOS_OFF(pos),
+                              immu_strerror(rc)));
+      return rc;
+    } else if (immu__txrec_frame_len(fh, sizeof fh, UINT32_MAX - 64, &flen) !=
+               0) {
+      why = "bad frame header";
+    } else if ((rc = read_frame(s, pos, (uint32_t)flen, &fb)) != 0) {
+      if (rc != IMMU_ECORRUPT)
+        return rc;
+      why = "frame runs past the end of the file";
+    } else if (immu__txrec_decode(fb, flen, &r) != 0) {
+      why = "checksum or format error";
+    }
+    if (why != NULL) {
+      immu__free(fb);
+      immu__seg_path(s->log, pos, path, sizeof path);
+      if (valid_frame_after(s, pos)) {
+        set_err(errmsg,
+                fmt_err("corrupt log %s at offset %llu (tx %llu): %s, and "
+                        "valid records follow; refusing to open",
+                        path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
+                        (unsigned long long)id, why));
+        return IMMU_ECORRUPT;
+      }
+      slog(s, IMMU_LOG_WARN,
+           "discarding torn tail of %s at offset %llu (tx %llu: %s); it was "
+           "never acknowledged",
+           path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
+           (unsigned long long)id, why);
+      return immu__seg_truncate(s->log, pos);
+    }
+    /* A frame that decodes must continue the chain exactly. */
+    immu_digest root;
+    if (r.hdr.id != id)
+      why = "unexpected tx id";
+    else if (!immu_digest_eq(&r.hdr.prev_alh, &s->last_alh))
+      why = "PrevAlh does not match the previous tx's Alh";
+    else if (r.hdr.bl_tx_id != id - 1)
+      why = "BlTxID is not ID-1";
+    else if (id > 1 && (immu_ahtree_root_at(s->tree, id - 1, &root) != 0 ||
+                        !immu_digest_eq(&root, &r.hdr.bl_root)))
+      why = "BlRoot does not match the tree";
+    else if (id == 1 && !immu_digest_eq(&r.hdr.bl_root, &immu_zero_digest))
+      why = "BlRoot of tx 1 is not zero";
+    else if (immu__txrec_check_hashes(&r) != 0)
+      why = "hashes do not match (Eh or Alh)";
+    if (why != NULL) {
+      immu__seg_path(s->log, pos, path, sizeof path);
+      set_err(errmsg, fmt_err("corrupt log %s at offset %llu (tx %llu): %s",
+                              path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
+                              (unsigned long long)id, why));
+      immu__txrec_free(&r);
+      immu__free(fb);
+      return IMMU_ECORRUPT;
+    }
+    uint8_t rec[TXI_REC];
+    txi_make(rec, pos, (uint32_t)flen);
+    if ((rc = frec_push(&s->txi, rec, 1)) != 0 ||
+        (rc = immu_ahtree_append(s->tree, r.alh.b, 32, &s->cur_root)) != 0) {
+      immu__txrec_free(&r);
+      immu__free(fb);
+      return rc;
+    }
+    s->entries += r.hdr.nentries;
+    s->last_alh = r.alh;
+    s->next_id++;
+    pos += flen;
+    s->committed_log_end = pos;
+    immu__txrec_free(&r);
+    immu__free(fb);
+    if (s->txi.blen >= (1u << 20) &&
+        ((rc = frec_flush(&s->txi)) != 0 || (rc = frec_flush(&s->aht)) != 0))
+      return rc;
+  }
+  if ((rc = frec_flush(&s->txi)) != 0 || (rc = frec_flush(&s->aht)) != 0)
+    return rc;
+  return 0;
+}
+
+/* Checks that the derived files agree with the checkpoint; returns 0 if
+ * they can be trusted up to c->ntx. */
+static int check_derived(immu_store *s, const ckpt *c) {
+  immu_tx_header h;
+  immu_digest alh, leaf, node, root;
+  uint64_t pos;
+  uint32_t len;
+  immu_ahtree_store st = {s, aht_read, aht_append};
+
+  if (c->ntx == 0)
+    return 0;
+  if (atomic_load(&s->txi.count) < c->ntx ||
+      atomic_load(&s->aht.count) < aht_nodes_for(c->ntx))
+    return IMMU_ECORRUPT;
+  if (txi_get(s, c->ntx, &pos, &len) != 0 ||
+      read_head_at(s, pos, len, &h, &alh) != 0 || h.id != c->ntx ||
+      !immu_digest_eq(&alh, &c->alh) || pos + len != c->log_end)
+    return IMMU_ECORRUPT;
+  /* The tree: the leaf of tx N is leafFor(Alh(N)), and Root(N-1) is
+   * tx N's BlRoot. */
+  immu_ahtree *t;
+  if (immu_ahtree_open(&st, c->ntx, &t) != 0)
+    return IMMU_ECORRUPT;
+  int bad = 0;
+  uint64_t lp = 2 * (c->ntx - 1) - (uint64_t)__builtin_popcountll(c->ntx - 1);
+  immu_ahtree_leaf(&alh, &leaf);
+  if (frec_read(&s->aht, lp, 1, &node) != 0 || !immu_digest_eq(&node, &leaf))
+    bad = 1;
+  if (!bad && c->ntx > 1 &&
+      (immu_ahtree_root_at(t, c->ntx - 1, &root) != 0 ||
+       !immu_digest_eq(&root, &h.bl_root)))
+    bad = 1;
+  immu_ahtree_free(t);
+  return bad ? IMMU_ECORRUPT : 0;
+}
+
+static int recover(immu_store *s, char **errmsg) {
+  ckpt c;
+  uint64_t start_pos = 0;
+  immu_ahtree_store st = {s, aht_read, aht_append};
+  int rc = ckpt_read(s, &c);
+
+  if (rc == -ENOENT) {
+    memset(&c, 0, sizeof c);
+  } else if (rc == IMMU_ECORRUPT) {
+    slog(s, IMMU_LOG_WARN,
+         "checkpoint file is damaged; rebuilding derived files from the log");
+    memset(&c, 0, sizeof c);
+  } else if (rc != 0) {
+    set_err(errmsg, fmt_err("reading the checkpoint: %s", immu_strerror(rc)));
+    return rc;
+  }
+  if (c.ntx > 0 && check_derived(s, &c) != 0) {
+    slog(s, IMMU_LOG_WARN,
+         "tx index or tree files disagree with the checkpoint at tx %llu; "
+         "rebuilding them from the log",
+         (unsigned long long)c.ntx);
+    memset(&c, 0, sizeof c);
+  }
+  if (c.ntx > 0)
+    start_pos = c.log_end;
+  if (c.ntx > 0 && start_pos > immu__seg_end(s->log)) {
+    set_err(errmsg,
+            fmt_err("the log ends before tx %llu recorded in the checkpoint; "
+                    "refusing to open (was the log truncated?)",
+                    (unsigned long long)c.ntx));
+    return IMMU_ECORRUPT;
+  }
+  if ((rc = frec_truncate(&s->txi, c.ntx)) != 0 ||
+      (rc = frec_truncate(&s->aht, aht_nodes_for(c.ntx))) != 0) {
+    set_err(errmsg, fmt_err("truncating derived files: %s", immu_strerror(rc)));
+    return rc;
+  }
+  if ((rc = immu_ahtree_open(&st, c.ntx, &s->tree)) != 0) {
+    set_err(errmsg, fmt_err("opening the tree: %s", immu_strerror(rc)));
+    return rc;
+  }
+  s->next_id = c.ntx + 1;
+  s->last_alh = c.ntx ? c.alh : immu_empty_digest;
+  s->entries = c.entries;
+  s->committed_log_end = start_pos;
+  if (c.ntx > 0 && (rc = immu_ahtree_root_at(s->tree, c.ntx, &s->cur_root)))
+    return rc;
+  if ((rc = replay_tail(s, start_pos, errmsg)) != 0) {
+    if (errmsg != NULL && *errmsg == NULL)
+      set_err(errmsg, fmt_err("replaying the log: %s", immu_strerror(rc)));
+    return rc;
+  }
+  if (s->next_id - 1 > c.ntx)
+    slog(s, IMMU_LOG_INFO, "recovered txs %llu..%llu from the log",
+         (unsigned long long)c.ntx + 1, (unsigned long long)s->next_id - 1);
+  atomic_store(&s->committed, s->next_id - 1);
+  s->committed_alh = s->last_alh;
+  s->synced_id = s->next_id - 1;
+  s->ckpt_id = c.ntx;
+  return 0;
+}
+
+static int open_index(immu_store *s, char **errmsg) {
+  char path[4096];
+  char *ixerr = NULL;
+  int rc;
+  if ((rc = path_join(path, sizeof path, s->dir, "index")) != 0)
+    return rc;
+  rc = immu__index_open(s->env->ix, path, s->opt.inline_max, &s->index, &ixerr);
+  uint64_t c = atomic_load(&s->committed);
+  if (rc == 0 && immu__index_last_tx(s->index) > c) {
+    slog(s, IMMU_LOG_WARN,
+         "index is ahead of the log (tx %llu > %llu); rebuilding it",
+         (unsigned long long)immu__index_last_tx(s->index),
+         (unsigned long long)c);
+    immu__index_close(s->index);
+    s->index = NULL;
+    rc = IMMU_ECORRUPT;
+  } else if (rc == IMMU_ECORRUPT) {
+    slog(s, IMMU_LOG_WARN, "index is damaged (%s); rebuilding it",
+         ixerr ? ixerr : "corrupt");
+  }
+  immu__free(ixerr);
+  ixerr = NULL;
+  if (rc == IMMU_ECORRUPT) {
+    if ((rc = immu__index_destroy(s->env->ix, path)) == 0)
+      rc = immu__index_open(s->env->ix, path, s->opt.inline_max, &s->index,
+                            &ixerr);
+  }
+  if (rc != 0) {
+    set_err(errmsg, fmt_err("opening the index in %s: %s", path,
+                            ixerr ? ixerr : immu_strerror(rc)));
+    immu__free(ixerr);
+    return rc;
+  }
+  atomic_store(&s->indexed, immu__index_last_tx(s->index));
+  return 0;
+}
+
+int immu_store_open(const char *dir, const immu_store_options *o,
+                    immu_store **out, char **errmsg) {
+  immu_store *s;
+  char path[4096];
+  int rc;
+
+  *out = NULL;
+  if (errmsg)
+    *errmsg = NULL;
+  if ((s = immu__calloc(1, sizeof *s)) == NULL)
+    return IMMU_ENOMEM;
+  if (o)
+    s->opt = *o;
+  else
+    immu_store_options_init(&s->opt);
+  if (s->opt.max_group == 0)
+    s->opt.max_group = 512;
+  if (s->opt.max_group > 1024)
+    s->opt.max_group = 1024; /* IOV_MAX */
+  if (s->opt.index_batch == 0)
+    s->opt.index_batch = 20000;
+  if (s->opt.log_seg_size < 4096)
+    s->opt.log_seg_size = 4096;
+  if (s->opt.max_entries == 0 || s->opt.max_entries > IMMU_V0_MAX_ENTRIES ||
+      s->opt.max_key_len == 0 || s->opt.max_key_len > 65535) {
+    immu__free(s);
+    return IMMU_EINVAL;
+  }
+  s->io = s->opt.io ? s->opt.io : immu__io_default();
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv_indexed, NULL);
+  s->last_sync = s->last_ckpt = now_s();
+  if ((s->dir = immu__strndup(dir, strlen(dir))) == NULL) {
+    rc = IMMU_ENOMEM;
+    goto fail;
+  }
+  if ((rc = s->io->mkdir(s->io->ctx, dir, 0755)) != 0) {
+    set_err(errmsg, fmt_err("cannot create %s: %s", dir, immu_strerror(rc)));
+    goto fail;
+  }
+  if ((rc = settings_load_or_create(s, errmsg)) != 0)
+    goto fail;
+  if ((rc = path_join(path, sizeof path, dir, "log")) != 0 ||
+      (rc = immu__seg_open(s->io, path, "log", s->opt.log_seg_size, 1,
+                           &s->log)) != 0) {
+    set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
+    goto fail;
+  }
+  if ((rc = path_join(path, sizeof path, dir, "txi")) != 0 ||
+      (rc = frec_open(s->io, path, "txi", TXI_REC, TXI_PER_SEG, &s->txi)) !=
+          0) {
+    set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
+    goto fail;
+  }
+  if ((rc = path_join(path, sizeof path, dir, "aht")) != 0 ||
+      (rc = frec_open(s->io, path, "aht", AHT_REC, AHT_PER_SEG, &s->aht)) !=
+          0) {
+    set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
+    goto fail;
+  }
+  if ((rc = recover(s, errmsg)) != 0)
+    goto fail;
+  if (s->opt.env) {
+    s->env = s->opt.env;
+  } else {
+    if ((rc = immu_store_env_new(0, 1, &s->env)) != 0)
+      goto fail;
+    s->own_env = 1;
+  }
+  if ((rc = open_index(s, errmsg)) != 0)
+    goto fail;
+  /* A clean state from now on: write a checkpoint if recovery moved. */
+  if (atomic_load(&s->committed) != s->ckpt_id &&
+      (rc = do_checkpoint(s)) != 0) {
+    set_err(errmsg, fmt_err("writing the checkpoint: %s", immu_strerror(rc)));
+    goto fail;
+  }
+  if ((rc = env_register(s->env, s)) != 0)
+    goto fail;
+  env_schedule(s); /* catch the index up */
+  *out = s;
+  return 0;
+fail:
+  if (s->index)
+    immu__index_close(s->index);
+  if (s->own_env)
+    immu_store_env_free(s->env);
+  immu_ahtree_free(s->tree);
+  if (s->aht.seg)
+    frec_close(&s->aht);
+  if (s->txi.seg)
+    frec_close(&s->txi);
+  immu__seg_close(s->log);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv_indexed);
+  immu__free(s->dir);
+  immu__free(s);
+  return rc;
+}
+
+int immu_store_close(immu_store *s) {
+  int rc = 0;
+  if (s == NULL)
+    return 0;
+  pthread_mutex_lock(&s->mu);
+  s->closing = 1;
+  pthread_cond_broadcast(&s->cv_indexed);
+  while (s->leading || s->qhead != NULL)
+    pthread_cond_wait(&s->cv_indexed, &s->mu);
+  s->leading = 1; /* nobody else may take the token now */
+  pthread_mutex_unlock(&s->mu);
+  env_unregister(s->env, s);
+  if (!s->poisoned) {
+    if ((rc = frec_flush(&s->txi)) == 0 && (rc = frec_flush(&s->aht)) == 0)
+      rc = do_checkpoint(s);
+    if (rc != 0)
+      slog(s, IMMU_LOG_ERROR, "final checkpoint failed: %s",
+           immu_strerror(rc));
+  }
+  immu__index_close(s->index);
+  if (s->own_env)
+    immu_store_env_free(s->env);
+  while (s->iqhead) {
+    iqitem *x = s->iqhead;
+    s->iqhead = x->next;
+    immu__free(x->frame);
+    immu__free(x);
+  }
+  immu_ahtree_free(s->tree);
+  frec_close(&s->aht);
+  frec_close(&s->txi);
+  immu__seg_close(s->log);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv_indexed);
+  immu__free(s->dir);
+  immu__free(s);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* stats and verify                                                    */
+/* ------------------------------------------------------------------ */
+
+void immu_store_get_stats(immu_store *s, immu_store_stats *st) {
+  memset(st, 0, sizeof *st);
+  pthread_mutex_lock(&s->mu);
+  st->txs = atomic_load(&s->committed);
+  st->entries = s->entries;
+  st->groups = s->groups;
+  st->fsyncs = s->fsyncs;
+  st->value_bytes = s->value_bytes;
+  pthread_mutex_unlock(&s->mu);
+  st->indexed_tx = atomic_load(&s->indexed);
+  st->index_lag = st->txs > st->indexed_tx ? st->txs - st->indexed_tx : 0;
+  st->log_bytes = immu__seg_bytes(s->log);
+  st->txi_bytes = immu__seg_bytes(s->txi.seg);
+  st->aht_bytes = immu__seg_bytes(s->aht.seg);
+  st->index_bytes = immu__index_bytes(s->index);
+}
+
+void immu_store_limits(immu_store *s, uint32_t *max_key_len,
+                       uint32_t *max_value_len, uint32_t *max_entries) {
+  if (max_key_len)
+    *max_key_len = s->max_key_len;
+  if (max_value_len)
+    *max_value_len = s->max_value_len;
+  if (max_entries)
+    *max_entries = s->max_entries;
+}
+
+int immu_store_verify(immu_store *s,
+                      void (*progress)(void *arg, uint64_t done,
+                                       uint64_t total),
+                      void *arg, char **errmsg) {
+  uint64_t n = atomic_load(&s->committed);
+  immu_digest prev = immu_empty_digest, leaf, node, root;
+  immu_ahtree_store st = {s, aht_read, aht_append_ro};
+  immu_ahtree *view = NULL;
+  int rc = 0;
+
+  if (errmsg)
+    *errmsg = NULL;
+  if (n > 0 && (rc = immu_ahtree_open(&st, n, &view)) != 0) {
+    set_err(errmsg, fmt_err("opening the tree: %s", immu_strerror(rc)));
+    return IMMU_ECORRUPT;
+  }
+  for (uint64_t id = 1; id <= n; id++) {
+    immu_txrec r;
+    uint8_t *buf;
+    const char *why = NULL;
+    if ((rc = immu_store_read_tx(s, id, &r, &buf)) != 0) {
+      set_err(errmsg, fmt_err("tx %llu: cannot read: %s",
+                              (unsigned long long)id, immu_strerror(rc)));
+      rc = IMMU_ECORRUPT;
+      break;
+    }
+    uint64_t lp = 2 * (id - 1) - (uint64_t)__builtin_popcountll(id - 1);
+    immu_ahtree_leaf(&r.alh, &leaf);
+    if (immu__txrec_check_hashes(&r) != 0)
+      why = "hashes do not match (value, Eh or Alh)";
+    else if (!immu_digest_eq(&r.hdr.prev_alh, &prev))
+      why = "PrevAlh does not link to the previous tx";
+    else if (r.hdr.bl_tx_id != id - 1)
+      why = "BlTxID is not ID-1";
+    else if (id > 1 && (immu_ahtree_root_at(view, id - 1, &root) != 0 ||
+                        !immu_digest_eq(&root, &r.hdr.bl_root)))
+      why = "BlRoot does not match the tree";
+    else if (frec_read(&s->aht, lp, 1, &node) != 0 ||
+             !immu_digest_eq(&node, &leaf))
+      why = "tree leaf does not match the tx's Alh";
+    prev = r.alh;
+    immu__txrec_free(&r);
+    immu__free(buf);
+    if (why != NULL) {
+      set_err(errmsg, fmt_err("tx %llu: %s", (unsigned long long)id, why));
+      rc = IMMU_ECORRUPT;
+      break;
+    }
+    if (progress && (id % 1024 == 0 || id == n))
+      progress(arg, id, n);
+  }
+  if (rc == 0 && n > 0) {
+    immu_digest alh;
+    pthread_mutex_lock(&s->mu);
+    alh = s->committed_alh;
+    pthread_mutex_unlock(&s->mu);
+    if (!immu_digest_eq(&alh, &prev)) {
+      set_err(errmsg, fmt_err("the last tx's Alh differs from the state"));
+      rc = IMMU_ECORRUPT;
+    }
+  }
+  immu_ahtree_free(view);
+  return rc;
+}

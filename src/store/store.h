@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The storage engine: one database directory holding an append-only tx log
+ * (the source of truth), a tx-position file and the ahtree's nodes (both
+ * derived, rebuilt from the log when behind), a checkpoint, and a RocksDB
+ * key index (derived, applied asynchronously by a shared worker pool).
+ *
+ * Layout of <dir>:
+ *   settings            format version and limits (validated on open)
+ *   checkpoint          last tx whose derived files are synced (atomic)
+ *   log/NNN.log         tx records (txrec.h), group-committed
+ *   txi/NNN.txi         16 bytes per tx: u64 log pos | u32 frame len | crc
+ *   aht/NNN.aht         ahtree nodes, 32 bytes each, post order
+ *   index/              RocksDB
+ *
+ * Commit: entries are hashed and encoded by the calling thread; only ID
+ * assignment, Alh and the ahtree append are serial. Writers queue; the
+ * first writer to find no flush under way leads the group: it seals every
+ * queued tx, writes them with one pwritev, fdatasyncs once (synced mode),
+ * publishes, wakes the others and hands leadership to the next waiter.
+ *
+ * Thread-safety: every function may be called from any thread, except
+ * open/close.
+ */
+#ifndef IMMU_STORE_STORE_H
+#define IMMU_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "immudb/crypto.h"
+#include "store/index.h"
+#include "store/io.h"
+#include "store/txrec.h"
+
+typedef struct immu_store immu_store;
+typedef struct immu_store_env immu_store_env;
+
+enum immu_durability {
+  IMMU_DURABILITY_SYNCED = 0, /* return after the fsync covering the tx */
+  IMMU_DURABILITY_ASYNC = 1   /* return after the write; fsync soon after */
+};
+
+/* Shared by all stores of a process: RocksDB cache and threads, the index
+ * worker pool and the timer that syncs async stores and writes checkpoints.
+ * |cache_bytes| 0 = 64 MiB; |workers| 0 = 2. Caller owns *out; free it
+ * after closing every store that uses it. */
+int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out);
+void immu_store_env_free(immu_store_env *env);
+
+typedef struct immu_store_options {
+  int durability;          /* enum immu_durability */
+  uint64_t log_seg_size;   /* default 512 MiB */
+  uint32_t max_key_len;    /* default 1024 (new databases only) */
+  uint32_t max_value_len;  /* default 32 MiB (new databases only) */
+  uint32_t max_entries;    /* per tx, default 1024 (new databases only) */
+  uint32_t max_group;      /* txs per commit group, default 512 */
+  uint32_t async_sync_ms;  /* async mode fsync interval, default 10 */
+  uint32_t checkpoint_ms;  /* checkpoint interval, default 1000 */
+  uint32_t index_batch;    /* max entries per index batch, default 20000 */
+  uint32_t inline_max;     /* values up to this size are copied into the
+                              index, default 256 */
+  const immu_io *io;       /* NULL = the real file system */
+  immu_store_env *env;     /* NULL = a private env (1 worker) */
+  /* Log sink for warnings and recovery messages; NULL = stderr. */
+  void (*log)(void *arg, int level, const char *msg);
+  void *log_arg;
+} immu_store_options;
+
+#define IMMU_LOG_ERROR 0
+#define IMMU_LOG_WARN 1
+#define IMMU_LOG_INFO 2
+
+void immu_store_options_init(immu_store_options *o);
+
+/* Opens or creates the database in |dir| and runs recovery (see store.c).
+ * On failure *errmsg (if not NULL) gets a message naming the file, offset
+ * and tx where relevant (caller frees with immu__free). Returns 0,
+ * IMMU_ECORRUPT, IMMU_EINVAL (bad settings), IMMU_ENOMEM, -errno. */
+int immu_store_open(const char *dir, const immu_store_options *o,
+                    immu_store **out, char **errmsg);
+
+/* Flushes, syncs, writes a final checkpoint and closes. NULL allowed. */
+int immu_store_close(immu_store *s);
+
+/* One entry to commit. All borrowed. |key| is the store key. */
+typedef struct immu_store_entry {
+  const uint8_t *key;
+  size_t klen;
+  const uint8_t *md; /* KV metadata; any makes the tx header version 1 */
+  size_t mdlen;
+  const uint8_t *value;
+  size_t vlen;
+} immu_store_entry;
+
+/* Called in the serial section with the ID the tx is getting, before it is
+ * hashed, so the caller can write that ID into its entries' bytes (ExecAll's
+ * bound references with atTx = 0). Must not block; return 0 or an error,
+ * which fails only this tx. */
+typedef int (*immu_store_bind_fn)(void *arg, uint64_t tx_id);
+
+/* Commits one tx of |n| entries. On success *hdr (if not NULL) is the
+ * committed header and *alh its Alh. Returns 0; IMMU_EINVAL (no entries,
+ * too many, empty/too long key, too long value or metadata, a duplicate
+ * key); IMMU_EPOISONED after an earlier fatal I/O error; -errno from the
+ * log write or fsync (then the tx is not committed, or - after a failed
+ * fsync - its fate is unknown and the store is poisoned). */
+int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
+                      immu_store_bind_fn bind, void *bind_arg,
+                      immu_tx_header *hdr, immu_digest *alh);
+
+/* Last committed tx and its Alh (0 and H("") when empty). */
+void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh);
+
+/* Reads and validates tx |id| (CRCs; not the hashes). The record borrows
+ * *buf, which the caller frees with immu__free after immu__txrec_free.
+ * IMMU_ENOTFOUND if id is 0 or not committed yet, IMMU_ECORRUPT. */
+int immu_store_read_tx(immu_store *s, uint64_t id, immu_txrec *rec,
+                       uint8_t **buf);
+
+/* Header and Alh of tx |id| (reads only the record's head). */
+int immu_store_read_header(immu_store *s, uint64_t id, immu_tx_header *hdr,
+                           immu_digest *alh);
+
+/* Reads |n| value bytes at log position |pos| (from the index). */
+int immu_store_read_value(immu_store *s, uint64_t pos, void *buf, size_t n);
+
+/* DualProof(source, target) over the committed state (spec 6.2); never
+ * takes the commit path's locks. Free with immu_dual_proof_free. */
+int immu_store_dual_proof(immu_store *s, uint64_t source_id,
+                          uint64_t target_id, immu_dual_proof *out);
+
+/* The key index, for the KV layer's reads. */
+immu_index *immu_store_index(immu_store *s);
+
+/* Waits until the index covers tx |tx| (or the timeout passes: then
+ * IMMU_ETIMEOUT). timeout_ms < 0 waits forever. */
+int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms);
+
+typedef struct immu_store_stats {
+  uint64_t txs;
+  uint64_t entries;
+  uint64_t indexed_tx;
+  uint64_t index_lag;    /* txs committed but not indexed yet */
+  uint64_t log_bytes;
+  uint64_t txi_bytes;
+  uint64_t aht_bytes;
+  uint64_t index_bytes;
+  uint64_t groups;       /* commit groups (one log write each) */
+  uint64_t fsyncs;       /* log fsyncs */
+  uint64_t value_bytes;  /* logical bytes committed: keys + values */
+} immu_store_stats;
+
+void immu_store_get_stats(immu_store *s, immu_store_stats *st);
+
+/* Re-hashes every tx, checks the Alh chain, BlTxID/BlRoot against the
+ * ahtree and every ahtree leaf. |progress| (may be NULL) is called every
+ * 1024 txs. Returns 0 or IMMU_ECORRUPT with a message in *errmsg. */
+int immu_store_verify(immu_store *s,
+                      void (*progress)(void *arg, uint64_t done,
+                                       uint64_t total),
+                      void *arg, char **errmsg);
+
+/* Settings of an open store (the persisted limits). */
+void immu_store_limits(immu_store *s, uint32_t *max_key_len,
+                       uint32_t *max_value_len, uint32_t *max_entries);
+
+#endif
