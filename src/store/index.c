@@ -76,12 +76,14 @@ typedef struct skey {
 
 typedef struct group {
   size_t start, end; /* range in the sorted skeys */
-  uint64_t prev_tx;  /* tx of the indexed latest version, 0 if new */
+  uint64_t base;     /* revision of the indexed latest version, 0 if new */
+  uint64_t prev_tx;  /* its tx */
 } group;
 
 struct immu_index {
   immu_index_env *env;
   rocksdb_t *db;
+  rocksdb_column_family_handle_t *cf; /* the default column family */
   rocksdb_readoptions_t *ro; /* point reads; shared, never modified */
   rocksdb_writeoptions_t *wo;
   rocksdb_flushoptions_t *fo;
@@ -94,7 +96,13 @@ struct immu_index {
   skey *sk;
   uint64_t *revs; /* revision of each sorted entry */
   group *grp;
-  size_t acap; /* capacity of sk, revs, grp */
+  const char **mkeys; /* batched lookup of the groups' 'l' records */
+  size_t *msizes;
+  rocksdb_pinnableslice_t **mvals;
+  char **merrs;
+  size_t acap; /* capacity of sk, revs, grp, m* */
+  uint8_t *mbuf;
+  size_t mcap;
   size_t hlen; /* length of the current 'h' key prefix in kbuf */
   uint8_t *kbuf;
   size_t kcap;
@@ -108,8 +116,12 @@ struct immu_index {
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
 
+static int err_code(const char *err) {
+  return strncmp(err, "Corruption", 10) == 0 ? IMMU_ECORRUPT : -EIO;
+}
+
 static int rocks_err(char *err) {
-  int rc = strncmp(err, "Corruption", 10) == 0 ? IMMU_ECORRUPT : -EIO;
+  int rc = err_code(err);
   rocksdb_free(err);
   return rc;
 }
@@ -579,12 +591,21 @@ int immu__index_open(immu_index_env *env, const char *dir, uint32_t inline_max,
   for (int i = 0; i < 256; i++)
     atomic_init(&ix->counts[i], 0);
 
-  ix->db = rocksdb_open(env->opts, dir, &err);
-  if (err != NULL) {
-    set_msg(errmsg, err);
-    rc = rocks_err(err);
-    ix->db = NULL;
-    goto fail;
+  {
+    /* Opened through the column-family API only to get the default
+     * family's handle, which the batched MultiGet needs. */
+    const char *names[1] = {"default"};
+    const rocksdb_options_t *cfo[1] = {env->opts};
+    rocksdb_column_family_handle_t *cfh[1] = {NULL};
+    ix->db = rocksdb_open_column_families(env->opts, dir, 1, names, cfo, cfh,
+                                          &err);
+    if (err != NULL) {
+      set_msg(errmsg, err);
+      rc = rocks_err(err);
+      ix->db = NULL;
+      goto fail;
+    }
+    ix->cf = cfh[0];
   }
   ix->ro = rocksdb_readoptions_create();
   ix->wo = rocksdb_writeoptions_create();
@@ -613,6 +634,8 @@ fail:
 void immu__index_close(immu_index *ix) {
   if (ix == NULL)
     return;
+  if (ix->cf != NULL)
+    rocksdb_column_family_handle_destroy(ix->cf);
   if (ix->db != NULL)
     rocksdb_close(ix->db); /* flushes the memtables (WAL is off) */
   if (ix->ro != NULL)
@@ -626,6 +649,11 @@ void immu__index_close(immu_index *ix) {
   immu__free(ix->sk);
   immu__free(ix->revs);
   immu__free(ix->grp);
+  immu__free(ix->mkeys);
+  immu__free(ix->msizes);
+  immu__free(ix->mvals);
+  immu__free(ix->merrs);
+  immu__free(ix->mbuf);
   immu__free(ix->kbuf);
   immu__free(ix->vbuf);
   immu__free(ix->zbuf);
@@ -678,6 +706,30 @@ static int apply_prepare(immu_index *ix, size_t n) {
       return IMMU_ENOMEM;
     ix->grp = g;
   }
+  {
+    const char **k = immu__realloc(ix->mkeys, n * sizeof *k);
+    if (k == NULL)
+      return IMMU_ENOMEM;
+    ix->mkeys = k;
+  }
+  {
+    size_t *z = immu__realloc(ix->msizes, n * sizeof *z);
+    if (z == NULL)
+      return IMMU_ENOMEM;
+    ix->msizes = z;
+  }
+  {
+    rocksdb_pinnableslice_t **v = immu__realloc(ix->mvals, n * sizeof *v);
+    if (v == NULL)
+      return IMMU_ENOMEM;
+    ix->mvals = v;
+  }
+  {
+    char **e = immu__realloc(ix->merrs, n * sizeof *e);
+    if (e == NULL)
+      return IMMU_ENOMEM;
+    ix->merrs = e;
+  }
   ix->acap = n;
   return 0;
 }
@@ -707,81 +759,95 @@ static long zrow_key(immu_index *ix, const uint8_t *zk, size_t zkl,
   return (long)(o + 16);
 }
 
-/* Revision and tx of the latest indexed version of |key|; *rev = 0 if the
- * key is not indexed. */
-static int latest_of(immu_index *ix, const uint8_t *key, size_t klen,
-                     uint64_t *rev, uint64_t *tx) {
-  char *err = NULL, *v;
-  size_t vl = 0;
-  immu_index_entry e;
-  const uint8_t *inl;
-  int rc;
-  if ((rc = reserve(&ix->kbuf, &ix->kcap, klen + 1)) != 0)
-    return rc;
-  ix->kbuf[0] = NS_LATEST;
-  memcpy(ix->kbuf + 1, key, klen);
-  v = rocksdb_get(ix->db, ix->ro, (const char *)ix->kbuf, klen + 1, &vl, &err);
-  if (err != NULL)
-    return rocks_err(err);
-  if (v == NULL) {
-    *rev = 0;
-    *tx = 0;
-    return 0;
-  }
-  rc = entry_get((const uint8_t *)v, vl, &e, &inl);
-  rocksdb_free(v);
-  if (rc != 0)
-    return rc;
-  *rev = e.revision;
-  *tx = e.tx;
-  return 0;
-}
-
-/* Pass 1, in key order: revisions (from the 'l' record, then +1 per
- * occurrence in the batch), the 'h' rows and the counters of new keys. */
-static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t n,
-                         size_t *ngroups, uint64_t *pending) {
+/* Splits the sorted entries into groups of one key each. */
+static size_t apply_groups(immu_index *ix, size_t n) {
   size_t ng = 0;
   for (size_t g = 0, e; g < n; g = e) {
     const skey *first = &ix->sk[g];
-    uint64_t base, prev_tx;
-    int rc;
     for (e = g + 1; e < n && first->klen == ix->sk[e].klen &&
                     memcmp(first->key, ix->sk[e].key, first->klen) == 0;
          e++)
       ;
-    if ((rc = latest_of(ix, first->key, first->klen, &base, &prev_tx)) != 0)
-      return rc;
-    if (base == 0)
-      pending[first->key[0]]++;
     ix->grp[ng].start = g;
     ix->grp[ng].end = e;
-    ix->grp[ng].prev_tx = prev_tx;
+    ix->grp[ng].base = 0;
+    ix->grp[ng].prev_tx = 0;
     ng++;
-    if ((rc = reserve(&ix->kbuf, &ix->kcap, 1 + ENC_MAX(first->klen) + 8)) !=
-        0)
+  }
+  return ng;
+}
+
+/* Reads the indexed 'l' record of every group's key with one batched
+ * MultiGet (keys sorted): base revision and tx. */
+static int apply_lookup(immu_index *ix, size_t ng) {
+  size_t total = 0, o = 0;
+  int rc = 0;
+  for (size_t g = 0; g < ng; g++)
+    total += ix->sk[ix->grp[g].start].klen + 1;
+  if ((rc = reserve(&ix->mbuf, &ix->mcap, total)) != 0)
+    return rc;
+  for (size_t g = 0; g < ng; g++) {
+    const skey *k = &ix->sk[ix->grp[g].start];
+    ix->mbuf[o] = NS_LATEST;
+    memcpy(ix->mbuf + o + 1, k->key, k->klen);
+    ix->mkeys[g] = (const char *)ix->mbuf + o;
+    ix->msizes[g] = k->klen + 1;
+    o += k->klen + 1;
+    ix->mvals[g] = NULL;
+    ix->merrs[g] = NULL;
+  }
+  rocksdb_batched_multi_get_cf(ix->db, ix->ro, ix->cf, ng, ix->mkeys,
+                               ix->msizes, ix->mvals, ix->merrs, 1);
+  for (size_t g = 0; g < ng; g++) {
+    if (ix->merrs[g] != NULL) {
+      if (rc == 0 && strncmp(ix->merrs[g], "NotFound", 8) != 0)
+        rc = err_code(ix->merrs[g]);
+      rocksdb_free(ix->merrs[g]);
+    }
+    if (ix->mvals[g] != NULL) {
+      if (rc == 0) {
+        size_t vl = 0;
+        const char *v = rocksdb_pinnableslice_value(ix->mvals[g], &vl);
+        immu_index_entry e;
+        const uint8_t *inl;
+        rc = entry_get((const uint8_t *)v, vl, &e, &inl);
+        ix->grp[g].base = e.revision;
+        ix->grp[g].prev_tx = e.tx;
+      }
+      rocksdb_pinnableslice_destroy(ix->mvals[g]);
+    }
+  }
+  return rc;
+}
+
+/* Pass 1, in key order: revisions (the indexed one, then +1 per occurrence
+ * in the batch), the 'h' rows and the counters of new keys. */
+static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t ng,
+                         uint64_t *pending) {
+  for (size_t g = 0; g < ng; g++) {
+    const group *gr = &ix->grp[g];
+    const immu_index_kv *kv0 = &kvs[ix->sk[gr->start].i];
+    size_t pl;
+    int rc;
+    if (gr->base == 0)
+      pending[kv0->key[0]]++;
+    if ((rc = reserve(&ix->kbuf, &ix->kcap, 1 + ENC_MAX(kv0->klen) + 8)) != 0)
       return rc;
-    for (size_t j = g; j < e; j++) {
+    ix->kbuf[0] = NS_HIST;
+    pl = 1 + enc_put(ix->kbuf + 1, kv0->key, kv0->klen);
+    for (size_t j = gr->start; j < gr->end; j++) {
       const immu_index_kv *kv = &kvs[ix->sk[j].i];
-      size_t kl = 0, vl;
-      ix->revs[j] = base + 1 + (j - g);
+      size_t vl;
+      ix->revs[j] = gr->base + 1 + (j - gr->start);
       if ((rc = reserve(&ix->vbuf, &ix->vcap, entry_size(kv, 0, 0))) != 0)
         return rc;
       /* 'h' ENC(key) u64 rev -> ENTRY (no inline part) */
-      if (j == g) {
-        ix->kbuf[0] = NS_HIST;
-        kl = 1 + enc_put(ix->kbuf + 1, kv->key, kv->klen);
-        ix->hlen = kl;
-      }
-      kl = ix->hlen;
-      immu__put_u64(ix->kbuf + kl, ix->revs[j]);
-      kl += 8;
+      immu__put_u64(ix->kbuf + pl, ix->revs[j]);
       vl = entry_put(ix->vbuf, kv, ix->revs[j], 0, 0);
-      rocksdb_writebatch_put(ix->wb, (const char *)ix->kbuf, kl,
+      rocksdb_writebatch_put(ix->wb, (const char *)ix->kbuf, pl + 8,
                              (const char *)ix->vbuf, vl);
     }
   }
-  *ngroups = ng;
   return 0;
 }
 
@@ -864,7 +930,10 @@ int immu__index_apply(immu_index *ix, uint64_t first, uint64_t last,
   memset(pending, 0, sizeof pending);
   rocksdb_writebatch_clear(ix->wb);
 
-  rc = apply_history(ix, kvs, n, &ng, pending);
+  ng = apply_groups(ix, n);
+  rc = apply_lookup(ix, ng);
+  if (rc == 0)
+    rc = apply_history(ix, kvs, ng, pending);
   if (rc == 0)
     rc = apply_latest(ix, kvs, ng);
   if (rc == 0)

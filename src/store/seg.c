@@ -58,7 +58,7 @@ struct immu_seg {
   _Atomic uint64_t end;
   _Atomic uint64_t bytes;
   uint64_t dirty_lo; /* first segment written since the last sync */
-  int poisoned;
+  _Atomic int poisoned;
 };
 
 static seg_slot *slot_at(const immu_seg *s, uint64_t i) {
@@ -462,6 +462,26 @@ static int sync_range(immu_seg *s, uint64_t from, uint64_t to) {
     int rc = s->io->fdatasync(s->io->ctx, fd);
     if (rc != 0) {
       s->poisoned = 1;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int immu__seg_sync_upto(immu_seg *s, uint64_t from, uint64_t to) {
+  if (atomic_load(&s->poisoned))
+    return IMMU_EPOISONED;
+  if (to <= from)
+    return 0;
+  uint64_t first = IMMU_SEGPOS_SEG(from), last = IMMU_SEGPOS_SEG(to - 1);
+  uint64_t n = atomic_load(&s->nseg);
+  if (last >= n)
+    return IMMU_ERANGE;
+  for (uint64_t i = first; i <= last; i++) {
+    int fd = atomic_load(&slot_at(s, i)->fd);
+    int rc = s->io->fdatasync(s->io->ctx, fd);
+    if (rc != 0) {
+      atomic_store(&s->poisoned, 1);
       return rc;
     }
   }

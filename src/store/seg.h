@@ -55,6 +55,13 @@ int immu__seg_read(const immu_seg *s, uint64_t pos, void *buf, size_t n);
 /* fdatasync of every segment written since the last sync. */
 int immu__seg_sync(immu_seg *s);
 
+/* fdatasync of every segment holding bytes in [from, to) (logical
+ * positions). Unlike immu__seg_sync it may run concurrently with the
+ * appender and with other calls of itself (the commit path overlaps the
+ * fsyncs of successive groups); it does not reset the appender's dirty
+ * tracking. A failure poisons the set. */
+int immu__seg_sync_upto(immu_seg *s, uint64_t from, uint64_t to);
+
 /* Drops every byte at and after logical position |pos| (removing later
  * segments), then syncs. Used by recovery. */
 int immu__seg_truncate(immu_seg *s, uint64_t pos);

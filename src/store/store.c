@@ -51,9 +51,16 @@ typedef struct frec {
   uint32_t rsize;
   uint64_t per_seg;
   _Atomic uint64_t count; /* records written to the file */
-  uint8_t *buf;           /* pending records, not yet written */
+  /* Records appended but not written yet. Readers of the tail copy them
+   * from here under |mu|; only the commit-token holder changes them. */
+  pthread_mutex_t mu;
+  uint8_t *buf;
   size_t blen, bcap;
 } frec;
+
+/* Flush the tail buffer once it holds this much (fewer syscalls per
+ * group: readers see the buffered records anyway). */
+#define FREC_FLUSH_AT ((size_t)256 * 1024)
 
 static uint64_t frec_pos(const frec *f, uint64_t idx) {
   return IMMU_SEGPOS(idx / f->per_seg, (idx % f->per_seg) * f->rsize);
@@ -65,6 +72,7 @@ static int frec_open(const immu_io *io, const char *dir, const char *ext,
   memset(f, 0, sizeof *f);
   f->rsize = rsize;
   f->per_seg = per_seg;
+  pthread_mutex_init(&f->mu, NULL);
   if ((rc = immu__seg_open(io, dir, ext, per_seg * rsize, 1, &f->seg)) != 0)
     return rc;
   uint64_t end = immu__seg_end(f->seg);
@@ -76,30 +84,61 @@ static int frec_open(const immu_io *io, const char *dir, const char *ext,
 static void frec_close(frec *f) {
   immu__seg_close(f->seg);
   immu__free(f->buf);
+  pthread_mutex_destroy(&f->mu);
   memset(f, 0, sizeof *f);
+}
+
+/* Records written or buffered (token holder). */
+static uint64_t frec_total(const frec *f) {
+  return atomic_load(&f->count) + f->blen / f->rsize;
+}
+
+/* Bytes written or buffered, from any thread. */
+static uint64_t frec_bytes(frec *f) {
+  pthread_mutex_lock(&f->mu);
+  uint64_t b = immu__seg_bytes(f->seg) + f->blen;
+  pthread_mutex_unlock(&f->mu);
+  return b;
 }
 
 static int frec_push(frec *f, const void *rec, size_t nrec) {
   size_t n = nrec * f->rsize;
+  int rc = 0;
+  pthread_mutex_lock(&f->mu);
   if (f->blen + n > f->bcap) {
     size_t cap = f->bcap ? f->bcap * 2 : 64 * 1024;
     while (cap < f->blen + n)
       cap *= 2;
     uint8_t *b = immu__realloc(f->buf, cap);
-    if (b == NULL)
-      return IMMU_ENOMEM;
+    if (b == NULL) {
+      rc = IMMU_ENOMEM;
+      goto out;
+    }
     f->buf = b;
     f->bcap = cap;
   }
   memcpy(f->buf + f->blen, rec, n);
   f->blen += n;
-  return 0;
+out:
+  pthread_mutex_unlock(&f->mu);
+  return rc;
 }
 
-/* Writes the pending records, split at segment boundaries so that record
+/* Drops buffered records beyond |total| (a failed group's). */
+static void frec_unpush(frec *f, uint64_t total) {
+  pthread_mutex_lock(&f->mu);
+  uint64_t cnt = atomic_load(&f->count);
+  if (total >= cnt && (total - cnt) * f->rsize <= f->blen)
+    f->blen = (size_t)(total - cnt) * f->rsize;
+  pthread_mutex_unlock(&f->mu);
+}
+
+/* Writes the buffered records, split at segment boundaries so that record
  * i always sits at frec_pos(i). */
 static int frec_flush(frec *f) {
   size_t done = 0;
+  int rc = 0;
+  pthread_mutex_lock(&f->mu);
   uint64_t cnt = atomic_load(&f->count);
   while (done < f->blen) {
     uint64_t room = (f->per_seg - cnt % f->per_seg) * f->rsize;
@@ -108,29 +147,25 @@ static int frec_flush(frec *f) {
       n = (size_t)room;
     struct iovec iov = {f->buf + done, n};
     uint64_t pos;
-    int rc = immu__seg_append(f->seg, &iov, 1, &pos);
-    if (rc != 0) {
-      /* Keep what was written; drop the rest of the buffer. */
-      memmove(f->buf, f->buf + done, f->blen - done);
-      f->blen -= done;
-      return rc;
+    if ((rc = immu__seg_append(f->seg, &iov, 1, &pos)) != 0)
+      break;
+    if (pos != frec_pos(f, cnt)) {
+      rc = IMMU_ECORRUPT;
+      break;
     }
-    if (pos != frec_pos(f, cnt))
-      return IMMU_ECORRUPT;
     done += n;
     cnt += n / f->rsize;
     atomic_store(&f->count, cnt);
   }
-  f->blen = 0;
-  return 0;
+  /* Keep what was not written. */
+  memmove(f->buf, f->buf + done, f->blen - done);
+  f->blen -= done;
+  pthread_mutex_unlock(&f->mu);
+  return rc;
 }
 
-static int frec_read(const frec *f, uint64_t idx, size_t nrec, void *out) {
-  if (idx + nrec > atomic_load(&f->count))
-    return IMMU_ERANGE;
-  /* nrec records never cross a segment boundary for our callers except
-   * aht nodes; read one at a time when they would. */
-  uint8_t *o = out;
+static int frec_read_file(const frec *f, uint64_t idx, size_t nrec,
+                          uint8_t *o) {
   while (nrec > 0) {
     uint64_t in_seg = f->per_seg - idx % f->per_seg;
     size_t n = nrec < in_seg ? nrec : (size_t)in_seg;
@@ -144,9 +179,35 @@ static int frec_read(const frec *f, uint64_t idx, size_t nrec, void *out) {
   return 0;
 }
 
+static int frec_read(frec *f, uint64_t idx, size_t nrec, void *out) {
+  if (idx + nrec <= atomic_load(&f->count))
+    return frec_read_file(f, idx, nrec, out);
+  /* The tail: partly or wholly in the buffer. */
+  int rc = 0;
+  pthread_mutex_lock(&f->mu);
+  uint64_t cnt = atomic_load(&f->count);
+  if (idx + nrec > cnt + f->blen / f->rsize) {
+    rc = IMMU_ERANGE;
+  } else {
+    uint8_t *o = out;
+    size_t nfile = idx < cnt ? (size_t)(cnt - idx) : 0;
+    if (nfile > nrec)
+      nfile = nrec;
+    if (nfile > 0)
+      rc = frec_read_file(f, idx, nfile, o);
+    if (rc == 0 && nrec > nfile)
+      memcpy(o + nfile * f->rsize, f->buf + (idx + nfile - cnt) * f->rsize,
+             (nrec - nfile) * f->rsize);
+  }
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
 static int frec_truncate(frec *f, uint64_t cnt) {
   uint64_t pos;
+  pthread_mutex_lock(&f->mu);
   f->blen = 0;
+  pthread_mutex_unlock(&f->mu);
   if (cnt == atomic_load(&f->count))
     return 0;
   if (cnt > 0 && cnt % f->per_seg == 0)
@@ -197,6 +258,7 @@ struct immu_store {
   immu_store_env *env;
   int own_env;
   uint32_t max_key_len, max_value_len, max_entries;
+  int max_inflight; /* concurrent group fsyncs */
 
   immu_seg *log;
   frec txi, aht;
@@ -224,7 +286,12 @@ struct immu_store {
   int index_err;
 
   /* sync / checkpoint bookkeeping (token holder) */
-  uint64_t synced_id; /* log durable up to here */
+  uint64_t synced_id;  /* log durable up to this tx (under mu) */
+  uint64_t synced_pos; /* ... and up to this log position (under mu) */
+  uint64_t write_seq;  /* groups written (token holder) */
+  uint64_t pub_seq;    /* groups published, in order (under mu) */
+  int inflight;        /* groups between write and publish (under mu) */
+  pthread_cond_t cv_pub;
   uint64_t ckpt_id;
   double last_sync, last_ckpt;
 
@@ -279,7 +346,8 @@ static void slog(immu_store *s, int level, const char *fmt, ...) {
             msg);
 }
 
-static char *fmt_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_err(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static char *fmt_err(const char *fmt, ...) {
   char msg[1024];
   va_list ap;
@@ -413,8 +481,8 @@ static int settings_load_or_create(immu_store *s, char **errmsg) {
     set_err(errmsg, fmt_err("%s is malformed or fails its checksum", path));
     return IMMU_ECORRUPT;
   }
-  if (fmt != FORMAT_VERSION || hv > 1 || mk < 1 || mk > 65535 || mv > (1ul << 31) ||
-      me < 1 || me > IMMU_V0_MAX_ENTRIES) {
+  if (fmt != FORMAT_VERSION || hv > 1 || mk < 1 || mk > 65535 ||
+      mv > (1ul << 31) || me < 1 || me > IMMU_V0_MAX_ENTRIES) {
     set_err(errmsg,
             fmt_err("%s: unsupported settings (format %lu, header version %lu, "
                     "max_key_len %lu, max_value_len %lu, max_entries %lu)",
@@ -484,7 +552,7 @@ static int aht_read(void *ctx, uint64_t pos, size_t n, immu_digest *out) {
 static int aht_append(void *ctx, uint64_t pos, const immu_digest *nodes,
                       size_t n) {
   immu_store *s = ctx;
-  if (pos != atomic_load(&s->aht.count) + s->aht.blen / AHT_REC)
+  if (pos != frec_total(&s->aht))
     return IMMU_EINVAL;
   return frec_push(&s->aht, nodes, n);
 }
@@ -639,8 +707,8 @@ static int src_alh(void *ctx, uint64_t id, immu_digest *out) {
   return read_head(ctx, id, &h, out);
 }
 
-int immu_store_dual_proof(immu_store *s, uint64_t source_id,
-                          uint64_t target_id, immu_dual_proof *out) {
+int immu_store_dual_proof(immu_store *s, uint64_t source_id, uint64_t target_id,
+                          immu_dual_proof *out) {
   immu_tx_header S, T;
   immu_digest a;
   immu_ahtree *view = NULL;
@@ -693,7 +761,8 @@ static int validate(immu_store *s, const immu_store_entry *e, size_t n) {
   if (n <= 16) {
     for (size_t i = 0; i < n; i++)
       for (size_t j = i + 1; j < n; j++)
-        if (e[i].klen == e[j].klen && memcmp(e[i].key, e[j].key, e[i].klen) == 0)
+        if (e[i].klen == e[j].klen &&
+            memcmp(e[i].key, e[j].key, e[i].klen) == 0)
           return IMMU_EINVAL;
     return 0;
   }
@@ -735,8 +804,8 @@ static int build_frame(citem *it) {
   it->nbytes = 0;
   for (size_t i = 0; i < it->n; i++) {
     const immu_store_entry *x = &it->e[i];
-    in[i] = (immu_txrec_in){x->key, x->klen, x->md, x->mdlen, x->value, x->vlen,
-                            {{0}}};
+    in[i] = (immu_txrec_in){x->key,   x->klen, x->md, x->mdlen,
+                            x->value, x->vlen, {{0}}};
     immu_sha256(x->value, x->vlen, &in[i].hval);
     if ((rc = immu_entry_digest(version, x->key, x->klen, x->md, x->mdlen,
                                 &in[i].hval, &d[i])) != 0)
@@ -772,25 +841,6 @@ out:
 
 static void env_schedule(immu_store *s);
 
-/* Restores the token holder's view to the published state after a failed
- * group write. */
-static int rollback(immu_store *s) {
-  immu_ahtree_store st = {s, aht_read, aht_append};
-  uint64_t c = atomic_load(&s->committed);
-  s->aht.blen = 0;
-  s->txi.blen = 0;
-  immu_ahtree_free(s->tree);
-  s->tree = NULL;
-  int rc = immu_ahtree_open(&st, c, &s->tree);
-  if (rc != 0)
-    return rc;
-  s->next_id = c + 1;
-  s->last_alh = s->committed_alh;
-  if (c > 0)
-    rc = immu_ahtree_root_at(s->tree, c, &s->cur_root);
-  return rc;
-}
-
 static int sync_derived(immu_store *s) {
   int rc;
   if ((rc = immu__seg_sync(s->txi.seg)) != 0 ||
@@ -799,49 +849,97 @@ static int sync_derived(immu_store *s) {
   return 0;
 }
 
-/* Token holder: make the log durable (async mode) and write a checkpoint
- * for the published state. */
+/* One commit group on its way: written by the token holder, then (synced
+ * mode) fsynced outside the token, then published strictly in order. */
+typedef struct cgroup {
+  citem **items;
+  size_t cnt;
+  uint64_t seq;
+  uint64_t last_id; /* last tx of the group (0 if none succeeded) */
+  immu_digest last_alh;
+  uint64_t base, end; /* log bytes of the group */
+  int need_sync;
+} cgroup;
+
+/* Token holder: the state before a group, to undo it if its log write
+ * fails. Earlier groups may still be unpublished; they are kept. */
+typedef struct gsnap {
+  uint64_t next_id, aht_total;
+  immu_digest last_alh, cur_root;
+} gsnap;
+
+static int rollback(immu_store *s, const gsnap *g) {
+  immu_ahtree_store st = {s, aht_read, aht_append};
+  frec_unpush(&s->aht, g->aht_total);
+  immu_ahtree_free(s->tree);
+  s->tree = NULL;
+  int rc = immu_ahtree_open(&st, g->next_id - 1, &s->tree);
+  s->next_id = g->next_id;
+  s->last_alh = g->last_alh;
+  s->cur_root = g->cur_root;
+  return rc;
+}
+
+/* Token holder: make the log durable up to the published state (async
+ * mode), flush and sync the derived files, write a checkpoint. */
 static int do_checkpoint(immu_store *s) {
   ckpt c;
+  uint64_t spos;
   int rc;
   pthread_mutex_lock(&s->mu);
   c.ntx = atomic_load(&s->committed);
   c.entries = s->entries;
   c.log_end = s->committed_log_end;
   c.alh = s->committed_alh;
+  spos = s->synced_pos;
   pthread_mutex_unlock(&s->mu);
   if (c.ntx == s->ckpt_id)
     return 0;
-  if (c.ntx > s->synced_id) {
-    if ((rc = immu__seg_sync(s->log)) != 0)
+  if (c.log_end > spos) {
+    if ((rc = immu__seg_sync_upto(s->log, spos, c.log_end)) != 0)
       return rc;
-    s->synced_id = c.ntx;
+    pthread_mutex_lock(&s->mu);
+    if (c.log_end > s->synced_pos) {
+      s->synced_pos = c.log_end;
+      s->synced_id = c.ntx;
+    }
+    s->fsyncs++;
+    pthread_mutex_unlock(&s->mu);
   }
-  if ((rc = sync_derived(s)) != 0 || (rc = ckpt_write(s, &c)) != 0)
+  if ((rc = frec_flush(&s->txi)) != 0 || (rc = frec_flush(&s->aht)) != 0 ||
+      (rc = sync_derived(s)) != 0 || (rc = ckpt_write(s, &c)) != 0)
     return rc;
   s->ckpt_id = c.ntx;
   s->last_ckpt = now_s();
   return 0;
 }
 
-static void poison(immu_store *s, int rc, const char *what) {
-  pthread_mutex_lock(&s->mu);
-  if (!s->poisoned)
+static void poison_locked(immu_store *s, int rc, const char *what) {
+  if (!s->poisoned) {
     s->poisoned = rc;
-  pthread_mutex_unlock(&s->mu);
-  slog(s, IMMU_LOG_ERROR,
-       "%s failed: %s; the database refuses writes until it is reopened",
-       what, immu_strerror(rc));
+    slog(s, IMMU_LOG_ERROR,
+         "%s failed: %s; the database refuses writes until it is reopened",
+         what, immu_strerror(rc));
+  }
 }
 
-/* Processes one group (token held, s->mu not held). */
-static void process_group(immu_store *s, citem **items, size_t cnt) {
+static void poison(immu_store *s, int rc, const char *what) {
+  pthread_mutex_lock(&s->mu);
+  poison_locked(s, rc, what);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Seals and writes one group (token held, s->mu not held). */
+static void write_group(immu_store *s, cgroup *g) {
   struct iovec iov_stack[64];
   struct iovec *iov = iov_stack;
-  size_t nok = 0;
+  citem **items = g->items;
+  size_t cnt = g->cnt, nok = 0;
   int64_t ts = (int64_t)time(NULL);
+  gsnap snap = {s->next_id, frec_total(&s->aht), s->last_alh, s->cur_root};
   int rc;
 
+  g->last_id = 0;
   if (cnt > 64 && (iov = immu__malloc(cnt * sizeof *iov)) == NULL) {
     for (size_t i = 0; i < cnt; i++)
       items[i]->rc = IMMU_ENOMEM;
@@ -884,7 +982,7 @@ static void process_group(immu_store *s, citem **items, size_t cnt) {
 
   uint64_t base;
   if ((rc = immu__seg_append(s->log, iov, (int)nok, &base)) != 0) {
-    int rrc = rollback(s);
+    int rrc = rollback(s, &snap);
     for (size_t i = 0; i < cnt; i++)
       if (items[i]->rc == 0)
         items[i]->rc = rc;
@@ -894,20 +992,6 @@ static void process_group(immu_store *s, citem **items, size_t cnt) {
       slog(s, IMMU_LOG_ERROR, "log write failed: %s; %zu txs not committed",
            immu_strerror(rc), nok);
     goto out;
-  }
-  int synced = 0;
-  if (s->opt.durability == IMMU_DURABILITY_SYNCED ||
-      now_s() - s->last_sync >= s->opt.async_sync_ms / 1000.0) {
-    if ((rc = immu__seg_sync(s->log)) != 0) {
-      /* fsyncgate: after a failed fsync the page cache state is unknown. */
-      for (size_t i = 0; i < cnt; i++)
-        if (items[i]->rc == 0)
-          items[i]->rc = rc;
-      poison(s, rc, "log fsync");
-      goto out;
-    }
-    synced = 1;
-    s->last_sync = now_s();
   }
   uint64_t pos = base;
   for (size_t i = 0; i < cnt; i++) {
@@ -921,9 +1005,9 @@ static void process_group(immu_store *s, citem **items, size_t cnt) {
       break;
     pos += it->flen;
   }
-  if (rc == 0)
+  if (rc == 0 && s->txi.blen >= FREC_FLUSH_AT)
     rc = frec_flush(&s->txi);
-  if (rc == 0)
+  if (rc == 0 && s->aht.blen >= FREC_FLUSH_AT)
     rc = frec_flush(&s->aht);
   if (rc != 0) {
     for (size_t i = 0; i < cnt; i++)
@@ -932,12 +1016,33 @@ static void process_group(immu_store *s, citem **items, size_t cnt) {
     poison(s, rc, "writing the tx index or tree files");
     goto out;
   }
+  g->last_id = s->next_id - 1;
+  g->last_alh = s->last_alh;
+  g->base = base;
+  g->end = pos;
+  g->need_sync = s->opt.durability == IMMU_DURABILITY_SYNCED ||
+                 now_s() - s->last_sync >= s->opt.async_sync_ms / 1000.0;
+out:
+  if (iov != iov_stack)
+    immu__free(iov);
+}
 
-  pthread_mutex_lock(&s->mu);
-  for (size_t i = 0; i < cnt; i++) {
-    citem *it = items[i];
+/* Publishes |g| once every earlier group is published (s->mu held); a
+ * failed fsync (|sync_rc|) or an earlier fatal error fails the group. */
+static void publish_group(immu_store *s, cgroup *g, int sync_rc) {
+  while (s->pub_seq + 1 != g->seq)
+    pthread_cond_wait(&s->cv_pub, &s->mu);
+  if (sync_rc != 0)
+    poison_locked(s, sync_rc, "log fsync");
+  int fail = s->poisoned ? (sync_rc ? sync_rc : IMMU_EPOISONED) : 0;
+  for (size_t i = 0; i < g->cnt; i++) {
+    citem *it = g->items[i];
     if (it->rc != 0)
       continue;
+    if (fail) {
+      it->rc = fail;
+      continue;
+    }
     s->entries += it->n;
     s->value_bytes += it->nbytes;
     /* Hand the frame to the indexer instead of freeing it. */
@@ -954,26 +1059,45 @@ static void process_group(immu_store *s, citem **items, size_t cnt) {
       it->frame = NULL;
     }
   }
-  atomic_store(&s->committed, s->next_id - 1);
-  s->committed_alh = s->last_alh;
-  s->committed_log_end = pos;
-  s->groups++;
-  if (synced) {
-    s->fsyncs++;
-    s->synced_id = s->next_id - 1;
+  if (!fail && g->last_id > 0) {
+    atomic_store(&s->committed, g->last_id);
+    s->committed_alh = g->last_alh;
+    s->committed_log_end = g->end;
+    s->groups++;
+    if (g->need_sync) {
+      s->fsyncs++;
+      s->synced_id = g->last_id;
+      s->synced_pos = g->end;
+      s->last_sync = now_s();
+    }
   }
-  pthread_mutex_unlock(&s->mu);
-  env_schedule(s);
-
-  if (now_s() - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0 &&
-      (rc = do_checkpoint(s)) != 0)
-    poison(s, rc, "checkpoint");
-out:
-  if (iov != iov_stack)
-    immu__free(iov);
+  s->pub_seq = g->seq;
+  pthread_cond_broadcast(&s->cv_pub);
+  pthread_cond_broadcast(&s->cv_indexed); /* close() waits for this */
+  for (size_t i = 0; i < g->cnt; i++) {
+    g->items[i]->done = 1;
+    pthread_cond_signal(&g->items[i]->cv);
+  }
 }
 
-/* Called with s->mu held and the token taken. Returns with s->mu held. */
+/* Passes the token to the first waiting writer, or frees it (s->mu held). */
+static void pass_token(immu_store *s) {
+  if (s->qhead != NULL) {
+    s->qhead->lead = 1;
+    pthread_cond_signal(&s->qhead->cv);
+  } else {
+    s->leading = 0;
+    pthread_cond_broadcast(&s->cv_indexed); /* close() waits on it too */
+  }
+}
+
+/* Called with s->mu held and the token taken; returns with s->mu held and
+ * the token passed on. In synced mode the leader writes its group, passes
+ * the token at once so the next group can be written while this one's
+ * fsync runs (fsyncs of successive groups overlap; publication stays in
+ * order). Without an fsync it runs up to LEAD_ROUNDS groups back to back,
+ * since waking another thread per group would cost more than the group. */
+#define LEAD_ROUNDS 8
 static void lead(immu_store *s) {
   citem *stack_items[64];
   size_t cap = s->opt.max_group;
@@ -982,32 +1106,52 @@ static void lead(immu_store *s) {
     items = stack_items;
     cap = 64;
   }
-  size_t cnt = 0;
-  while (s->qhead != NULL && cnt < cap) {
-    items[cnt++] = s->qhead;
-    s->qhead = s->qhead->next;
-  }
-  if (s->qhead == NULL)
-    s->qtail = NULL;
-  if (s->poisoned) {
-    for (size_t i = 0; i < cnt; i++)
-      items[i]->rc = IMMU_EPOISONED;
-  } else {
+  for (int round = 0;; round++) {
+    /* Bound the fsyncs in flight: while the disk works on them, writers
+     * keep queueing behind the token and the next group grows. */
+    while (s->inflight >= s->max_inflight)
+      pthread_cond_wait(&s->cv_pub, &s->mu);
+    cgroup g = {items, 0, 0, 0, {{0}}, 0, 0, 0};
+    while (s->qhead != NULL && g.cnt < cap) {
+      items[g.cnt++] = s->qhead;
+      s->qhead = s->qhead->next;
+    }
+    if (s->qhead == NULL)
+      s->qtail = NULL;
+    g.seq = ++s->write_seq;
+    int poisoned = s->poisoned;
     pthread_mutex_unlock(&s->mu);
-    process_group(s, items, cnt);
+    if (poisoned) {
+      for (size_t i = 0; i < g.cnt; i++)
+        items[i]->rc = IMMU_EPOISONED;
+    } else {
+      if (now_s() - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0) {
+        int rc = do_checkpoint(s);
+        if (rc != 0)
+          poison(s, rc, "checkpoint");
+      }
+      write_group(s, &g);
+    }
     pthread_mutex_lock(&s->mu);
+    if (g.last_id > 0 && g.need_sync) {
+      s->inflight++;
+      pass_token(s);
+      pthread_mutex_unlock(&s->mu);
+      int rc = immu__seg_sync_upto(s->log, g.base, g.end);
+      pthread_mutex_lock(&s->mu);
+      s->inflight--;
+      publish_group(s, &g, rc);
+      break;
+    }
+    publish_group(s, &g, 0);
+    if (s->qhead != NULL && round + 1 < LEAD_ROUNDS && !s->poisoned)
+      continue;
+    pass_token(s);
+    break;
   }
-  for (size_t i = 0; i < cnt; i++) {
-    items[i]->done = 1;
-    pthread_cond_signal(&items[i]->cv);
-  }
-  if (s->qhead != NULL) {
-    s->qhead->lead = 1; /* hand the token over */
-    pthread_cond_signal(&s->qhead->cv);
-  } else {
-    s->leading = 0;
-    pthread_cond_broadcast(&s->cv_indexed); /* close() waits on it too */
-  }
+  pthread_mutex_unlock(&s->mu);
+  env_schedule(s);
+  pthread_mutex_lock(&s->mu);
   if (items != stack_items)
     immu__free(items);
 }
@@ -1181,16 +1325,9 @@ static int index_step(immu_store *s) {
     }
     for (size_t i = 0; i < ne; i++) {
       const immu_txrec_entry *x = &recs[k].entries[i];
-      kvs[nkv++] = (immu_index_kv){x->key,
-                                   x->klen,
-                                   x->md,
-                                   x->mdlen,
-                                   x->value,
-                                   x->vlen,
-                                   id,
-                                   (uint32_t)i,
-                                   pos + x->value_off,
-                                   x->hval};
+      kvs[nkv++] = (immu_index_kv){
+          x->key,  x->klen, x->md,       x->mdlen,           x->value,
+          x->vlen, id,      (uint32_t)i, pos + x->value_off, x->hval};
     }
     last = id;
     if (nkv >= s->opt.index_batch)
@@ -1270,7 +1407,9 @@ int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms) {
   return rc;
 }
 
-immu_index *immu_store_index(immu_store *s) { return s->index; }
+immu_index *immu_store_index(immu_store *s) {
+  return s->index;
+}
 
 /* ------------------------------------------------------------------ */
 /* env: worker pool and timer                                          */
@@ -1334,19 +1473,25 @@ static void *env_timer(void *arg) {
     double t = now_s();
     for (size_t i = 0; i < env->nall; i++) {
       immu_store *s = env->all[i];
-      uint64_t c = atomic_load(&s->committed);
-      int need_sync = s->synced_id < c &&
-                      t - s->last_sync >= s->opt.async_sync_ms / 1000.0;
-      int need_ckpt = s->ckpt_id < c &&
-                      t - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0;
+      pthread_mutex_lock(&s->mu);
+      uint64_t c = atomic_load(&s->committed), spos = s->synced_pos;
+      uint64_t cend = s->committed_log_end;
+      int need_sync =
+          s->synced_id < c && t - s->last_sync >= s->opt.async_sync_ms / 1000.0;
+      pthread_mutex_unlock(&s->mu);
+      int need_ckpt =
+          s->ckpt_id < c && t - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0;
       if ((need_sync || need_ckpt) && token_try(s)) {
         int rc = 0;
         if (need_ckpt) {
           rc = do_checkpoint(s);
-        } else if ((rc = immu__seg_sync(s->log)) == 0) {
-          s->synced_id = c;
-          s->last_sync = t;
+        } else if ((rc = immu__seg_sync_upto(s->log, spos, cend)) == 0) {
           pthread_mutex_lock(&s->mu);
+          if (cend > s->synced_pos) {
+            s->synced_pos = cend;
+            s->synced_id = c;
+          }
+          s->last_sync = t;
           s->fsyncs++;
           pthread_mutex_unlock(&s->mu);
         }
@@ -1497,7 +1642,8 @@ static int valid_frame_after(immu_store *s, uint64_t from) {
         uint8_t *fb;
         immu_txrec r;
         if (immu__get_u32(win + i) != IMMU_TXREC_MAGIC ||
-            immu__txrec_frame_len(win + i, n - i, UINT32_MAX - 64, &flen) != 0 ||
+            immu__txrec_frame_len(win + i, n - i, UINT32_MAX - 64, &flen) !=
+                0 ||
             read_frame(s, IMMU_SEGPOS(seg, off + i), (uint32_t)flen, &fb) != 0)
           continue;
         int ok = immu__txrec_decode(fb, flen, &r) == 0;
@@ -1719,6 +1865,7 @@ static int recover(immu_store *s, char **errmsg) {
   atomic_store(&s->committed, s->next_id - 1);
   s->committed_alh = s->last_alh;
   s->synced_id = s->next_id - 1;
+  s->synced_pos = s->committed_log_end;
   s->ckpt_id = c.ntx;
   return 0;
 }
@@ -1789,8 +1936,13 @@ int immu_store_open(const char *dir, const immu_store_options *o,
     return IMMU_EINVAL;
   }
   s->io = s->opt.io ? s->opt.io : immu__io_default();
+  {
+    const char *e = getenv("IMMU_STORE_INFLIGHT"); /* tuning experiments */
+    s->max_inflight = e && atoi(e) > 0 ? atoi(e) : 4;
+  }
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv_indexed, NULL);
+  pthread_cond_init(&s->cv_pub, NULL);
   s->last_sync = s->last_ckpt = now_s();
   if ((s->dir = immu__strndup(dir, strlen(dir))) == NULL) {
     rc = IMMU_ENOMEM;
@@ -1855,6 +2007,7 @@ fail:
   immu__seg_close(s->log);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv_indexed);
+  pthread_cond_destroy(&s->cv_pub);
   immu__free(s->dir);
   immu__free(s);
   return rc;
@@ -1867,7 +2020,7 @@ int immu_store_close(immu_store *s) {
   pthread_mutex_lock(&s->mu);
   s->closing = 1;
   pthread_cond_broadcast(&s->cv_indexed);
-  while (s->leading || s->qhead != NULL)
+  while (s->leading || s->qhead != NULL || s->pub_seq != s->write_seq)
     pthread_cond_wait(&s->cv_indexed, &s->mu);
   s->leading = 1; /* nobody else may take the token now */
   pthread_mutex_unlock(&s->mu);
@@ -1876,8 +2029,7 @@ int immu_store_close(immu_store *s) {
     if ((rc = frec_flush(&s->txi)) == 0 && (rc = frec_flush(&s->aht)) == 0)
       rc = do_checkpoint(s);
     if (rc != 0)
-      slog(s, IMMU_LOG_ERROR, "final checkpoint failed: %s",
-           immu_strerror(rc));
+      slog(s, IMMU_LOG_ERROR, "final checkpoint failed: %s", immu_strerror(rc));
   }
   immu__index_close(s->index);
   if (s->own_env)
@@ -1894,6 +2046,7 @@ int immu_store_close(immu_store *s) {
   immu__seg_close(s->log);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv_indexed);
+  pthread_cond_destroy(&s->cv_pub);
   immu__free(s->dir);
   immu__free(s);
   return rc;
@@ -1915,8 +2068,8 @@ void immu_store_get_stats(immu_store *s, immu_store_stats *st) {
   st->indexed_tx = atomic_load(&s->indexed);
   st->index_lag = st->txs > st->indexed_tx ? st->txs - st->indexed_tx : 0;
   st->log_bytes = immu__seg_bytes(s->log);
-  st->txi_bytes = immu__seg_bytes(s->txi.seg);
-  st->aht_bytes = immu__seg_bytes(s->aht.seg);
+  st->txi_bytes = frec_bytes(&s->txi);
+  st->aht_bytes = frec_bytes(&s->aht);
   st->index_bytes = immu__index_bytes(s->index);
 }
 

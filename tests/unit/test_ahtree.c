@@ -322,6 +322,30 @@ static void check_same_list(const immu_digest *got, size_t ngot,
 /* Tampering                                                           */
 /* ------------------------------------------------------------------ */
 
+/*
+ * One tamper per generated proof, cycling through the kinds below; a kind
+ * that does not apply (e.g. flipping a term of an empty proof) passes to the
+ * next one. All of them must be rejected:
+ *
+ *   K_TERM   flip a bit of a random term (every term feeds the fold; for
+ *            consistency every term feeds cj);
+ *   K_FIRST  flip a bit of the leaf hash / of Root(i);
+ *   K_ROOT   flip a bit of Root(j);
+ *   K_DROP   drop the last term (the fold stops below the root). Not for a
+ *            consistency proof with i == j left empty: spec 5.4 accepts an
+ *            empty (n, n) proof when the roots are equal, and they are;
+ *   K_EXTRA  insert a random or duplicated term (one hash too many);
+ *   K_I/K_J  present the same terms for i +- 1 (with that leaf's genuine
+ *            hash / Root(i')) or j +- 1 (with the genuine Root(j')). Such a
+ *            relabelled claim is true data, so it is only a must-fail when
+ *            the spec's own algorithm rejects it: a transcription of spec
+ *            5.4 (ref_verify_*) decides, and claims it accepts are counted
+ *            and skipped. (With these labels it never accepted one.)
+ *
+ * Last-inclusion proofs (i == j) get the same kinds, with K_I = "i = 0" and
+ * K_J = "another leaf of the tree claimed as the last one".
+ */
+
 typedef struct tstats {
   size_t applied;
   size_t not_must_fail; /* relabels the spec's own algorithm accepts */

@@ -754,6 +754,21 @@ static void test_legacy_tx1(void **state) {
   bad.md[0] = 0x00;
   assert_rc(immu_tx_inner_hash(&bad, &d), IMMU_EINVAL);
   assert_rc(immu_tx_alh(&bad, &d), IMMU_EINVAL);
+  /* Version 1 takes up to IMMU_TX_MD_MAX metadata bytes, not more: md_len
+   * must never make the hash read past the md array. */
+  bad.version = 1;
+  bad.md_len = IMMU_TX_MD_MAX;
+  memset(bad.md, 0xab, sizeof bad.md);
+  assert_rc(immu_tx_inner_hash(&bad, &d), 0);
+  bad.md_len = IMMU_TX_MD_MAX + 1;
+  assert_rc(immu_tx_inner_hash(&bad, &d), IMMU_EINVAL);
+  bad.md_len = UINT32_MAX;
+  assert_rc(immu_tx_alh(&bad, &d), IMMU_EINVAL);
+  /* Version 1 has a u32 NEntries: no 65535 limit. */
+  bad = h[0];
+  bad.version = 1;
+  bad.nentries = 70000;
+  assert_rc(immu_tx_inner_hash(&bad, &d), 0);
 }
 
 static void test_legacy_tx2_tx3_tx4(void **state) {
@@ -886,11 +901,14 @@ static const char *const DV44_LIN[1] = {
     "e65e5586a514cdf0a0a815d2a9eab5bff09b9a2078be732017120b7ba5a645fd",
 };
 
+/* targetBlTxAlh of all three: Alh(3). */
+#define ALH3_HEX                                                               \
+  "9014f59746258af130c86654f5acfe47e4909ea1b7ae1c76733ab32d97d24f73"
+
 static const dual_vec LEGACY_DUALS[3] = {
-    {1, DV14_INCL, 2, NULL, 0, LEG_ALH[3], DV_LAST, 1, 3, 4, DV_LIN34, 2},
-    {2, DV24_INCL, 2, DV24_CONS, 3, LEG_ALH[3], DV_LAST, 1, 3, 4, DV_LIN34,
-     2},
-    {4, NULL, 0, DV44_CONS, 2, LEG_ALH[3], DV_LAST, 1, 4, 4, DV44_LIN, 1},
+    {1, DV14_INCL, 2, NULL, 0, ALH3_HEX, DV_LAST, 1, 3, 4, DV_LIN34, 2},
+    {2, DV24_INCL, 2, DV24_CONS, 3, ALH3_HEX, DV_LAST, 1, 3, 4, DV_LIN34, 2},
+    {4, NULL, 0, DV44_CONS, 2, ALH3_HEX, DV_LAST, 1, 4, 4, DV44_LIN, 1},
 };
 
 static void test_legacy_dual_proofs(void **state) {
