@@ -158,7 +158,8 @@ static int frec_flush(frec *f) {
     atomic_store(&f->count, cnt);
   }
   /* Keep what was not written. */
-  memmove(f->buf, f->buf + done, f->blen - done);
+  if (done > 0 && done < f->blen)
+    memmove(f->buf, f->buf + done, f->blen - done);
   f->blen -= done;
   pthread_mutex_unlock(&f->mu);
   return rc;
