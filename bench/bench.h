@@ -31,6 +31,9 @@ typedef int (*bench_cmd_fn)(int argc, char **argv);
 
 /* `immubench crypto`: the crypto-core micro-benchmark (bench_crypto.c). */
 int bench_crypto_main(int argc, char **argv);
+/* `immubench kv`: the KV layer on disk against SQLite and RocksDB
+ * (bench_store.c). */
+int bench_store_main(int argc, char **argv);
 
 /* ------------------------------------------------------------------ */
 /* Allocation (aborts on failure: benchmark code only)                 */

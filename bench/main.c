@@ -22,6 +22,9 @@ static const bench_command commands[] = {
     {"crypto", bench_crypto_main,
      "crypto-core micro-benchmark: SHA-256, entry digests, htree, ahtree, "
      "dual proofs, against `openssl speed`"},
+    {"kv", bench_store_main,
+     "KV layer on disk (W1/W2 writes, R1 Get, R2 verifiable Get) against "
+     "SQLite and RocksDB in the same run"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

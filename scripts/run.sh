@@ -14,6 +14,13 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j "${IMMU_JOBS:-2}"
 
 if [[ -x build/release/immudb ]]; then
+  # With no settings given, listen on loopback only: the server refuses the
+  # default admin password on 0.0.0.0 (pass --address and --admin-password
+  # to serve other hosts).
+  if [[ $# -eq 0 && -z "${IMMUDB_ADDRESS:-}" && -z "${IMMUDB_CONFIG:-}" &&
+        ! -f configs/immudb.toml ]]; then
+    set -- --address 127.0.0.1
+  fi
   exec build/release/immudb "$@"
 fi
 echo "run: the server is not built yet; running immudb-selfcheck" >&2

@@ -147,6 +147,11 @@ static int wait_index(immu_db *db, uint64_t tx) {
   rc = immu_store_wait_indexed(db->st, tx, db->wait_ms);
   if (rc == IMMU_ETIMEOUT)
     return fail(rc, "timed out waiting for the index to reach tx %" PRIu64, tx);
+  if (rc == IMMU_ECORRUPT)
+    return fail(rc,
+                "tx data is corrupted: tx %" PRIu64 " does not match its "
+                "hashes; the index cannot pass it",
+                immu_store_index_bad_tx(db->st));
   if (rc != 0)
     return engine_fail(rc, "waiting for the index");
   return 0;

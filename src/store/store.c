@@ -284,7 +284,8 @@ struct immu_store {
   uint64_t committed_log_end;
   uint64_t entries;
   _Atomic uint64_t indexed;
-  int index_err;
+  _Atomic int index_err;
+  _Atomic uint64_t index_bad_tx; /* tx the indexer refused as corrupted */
 
   /* sync / checkpoint bookkeeping (token holder) */
   uint64_t synced_id;  /* log durable up to this tx (under mu) */
@@ -680,11 +681,20 @@ int immu_store_read_tx(immu_store *s, uint64_t id, immu_txrec *rec,
   if ((rc = txi_get(s, id, &pos, &len)) != 0 ||
       (rc = read_frame(s, pos, len, buf)) != 0)
     return rc;
-  if ((rc = immu__txrec_decode(*buf, len, rec)) != 0 || rec->hdr.id != id) {
+  /* CRCs catch accidents; the hashes catch someone who rewrote a value
+   * and its CRC: such a tx is refused, never served. */
+  if ((rc = immu__txrec_decode(*buf, len, rec)) != 0 || rec->hdr.id != id ||
+      (rc = immu__txrec_check_hashes(rec)) != 0) {
     immu__txrec_free(rec);
     immu__free(*buf);
     *buf = NULL;
-    return rc ? rc : IMMU_ECORRUPT;
+    if (rc == 0 || rc == IMMU_ECORRUPT) {
+      slog(s, IMMU_LOG_ERROR,
+           "tx %llu is corrupted: its data does not match its hashes",
+           (unsigned long long)id);
+      return IMMU_ECORRUPT;
+    }
+    return rc;
   }
   return 0;
 }
@@ -1297,6 +1307,7 @@ static int index_step(immu_store *s) {
       immu__free(x->frame);
       immu__free(x);
     }
+    int from_log = 0;
     if (q != NULL && q->id == id) {
       iqitem *x = q;
       q = q->next;
@@ -1305,12 +1316,29 @@ static int index_step(immu_store *s) {
       len = (uint32_t)x->flen;
       immu__free(x);
     } else {
+      from_log = 1;
       if ((rc = txi_get(s, id, &pos, &len)) != 0 ||
           (rc = read_frame(s, pos, len, &bufs[k])) != 0)
         goto done;
     }
-    if ((rc = immu__txrec_decode(bufs[k], len, &recs[k])) != 0)
+    if ((rc = immu__txrec_decode(bufs[k], len, &recs[k])) != 0) {
+      if (rc == IMMU_ECORRUPT)
+        atomic_store(&s->index_bad_tx, id);
       goto done;
+    }
+    /* A frame read back from the log is checked like any other read (a
+     * rebuilt index must not take in a tampered value); frames handed
+     * over in memory were hashed by the committer itself. */
+    if (from_log && (rc = immu__txrec_check_hashes(&recs[k])) != 0) {
+      if (rc == IMMU_ECORRUPT)
+        atomic_store(&s->index_bad_tx, id);
+      if (rc == IMMU_ECORRUPT)
+        slog(s, IMMU_LOG_ERROR,
+             "tx %llu is corrupted: its data does not match its hashes; "
+             "the index stops before it",
+             (unsigned long long)id);
+      goto done;
+    }
     size_t ne = recs[k].hdr.nentries;
     if (nkv + ne > capkv) {
       size_t nc = capkv ? capkv * 2 : 1024;
@@ -1379,6 +1407,10 @@ done:
   return atomic_load(&s->indexed) < atomic_load(&s->committed);
 }
 
+uint64_t immu_store_index_bad_tx(immu_store *s) {
+  return atomic_load(&s->index_bad_tx);
+}
+
 int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms) {
   struct timespec dl;
   int rc = 0;
@@ -1395,6 +1427,11 @@ int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms) {
   }
   pthread_mutex_lock(&s->mu);
   while (atomic_load(&s->indexed) < tx && rc == 0) {
+    /* The indexer refused a corrupted tx: waiting cannot help. */
+    if (s->index_err == IMMU_ECORRUPT) {
+      rc = IMMU_ECORRUPT;
+      break;
+    }
     if (s->closing) {
       rc = IMMU_ECLOSED;
       break;
@@ -1500,7 +1537,7 @@ static void *env_timer(void *arg) {
         if (rc != 0)
           poison(s, rc, need_ckpt ? "checkpoint" : "log fsync");
       }
-      if (s->index_err != 0 && !s->queued) {
+      if (s->index_err != 0 && s->index_err != IMMU_ECORRUPT && !s->queued) {
         s->index_err = 0; /* retry a failed index batch */
         s->queued = 1;
         s->wnext = NULL;
@@ -2104,17 +2141,21 @@ int immu_store_verify(immu_store *s,
     immu_txrec r;
     uint8_t *buf;
     const char *why = NULL;
+    /* read_tx checks the CRCs and recomputes every hash (values, Eh,
+     * Alh) before returning the record. */
     if ((rc = immu_store_read_tx(s, id, &r, &buf)) != 0) {
-      set_err(errmsg, fmt_err("tx %llu: cannot read: %s",
-                              (unsigned long long)id, immu_strerror(rc)));
+      set_err(errmsg,
+              fmt_err("tx %llu: %s", (unsigned long long)id,
+                      rc == IMMU_ECORRUPT
+                          ? "record damaged or its data does not match its "
+                            "hashes (value, Eh or Alh)"
+                          : immu_strerror(rc)));
       rc = IMMU_ECORRUPT;
       break;
     }
     uint64_t lp = 2 * (id - 1) - (uint64_t)__builtin_popcountll(id - 1);
     immu_ahtree_leaf(&r.alh, &leaf);
-    if (immu__txrec_check_hashes(&r) != 0)
-      why = "hashes do not match (value, Eh or Alh)";
-    else if (!immu_digest_eq(&r.hdr.prev_alh, &prev))
+    if (!immu_digest_eq(&r.hdr.prev_alh, &prev))
       why = "PrevAlh does not link to the previous tx";
     else if (r.hdr.bl_tx_id != id - 1)
       why = "BlTxID is not ID-1";

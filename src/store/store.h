@@ -130,11 +130,17 @@ int immu_store_read_value(immu_store *s, uint64_t pos, void *buf, size_t n);
 int immu_store_dual_proof(immu_store *s, uint64_t source_id,
                           uint64_t target_id, immu_dual_proof *out);
 
+/* The tx at which the indexer stopped because its data does not match its
+ * hashes, or 0. */
+uint64_t immu_store_index_bad_tx(immu_store *s);
+
 /* The key index, for the KV layer's reads. */
 immu_index *immu_store_index(immu_store *s);
 
 /* Waits until the index covers tx |tx| (or the timeout passes: then
- * IMMU_ETIMEOUT). timeout_ms < 0 waits forever. */
+ * IMMU_ETIMEOUT). timeout_ms < 0 waits forever. IMMU_ECORRUPT at once if
+ * the indexer stopped at a tx whose data does not match its hashes
+ * (immu_store_index_bad_tx names it). */
 int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms);
 
 typedef struct immu_store_stats {
