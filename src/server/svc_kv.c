@@ -829,6 +829,10 @@ out:
 /* Method table                                                        */
 /* ------------------------------------------------------------------ */
 
+/* svc_export.c */
+void immu__svc_export_tx(immu_grpc_call *call, void *arg);
+void immu__svc_replicate_tx(immu_grpc_call *call, void *arg);
+
 const immu_svc_entry immu__svc_kv_methods[] = {
     {"Set", h_set},
     {"Get", h_get},
@@ -858,6 +862,8 @@ const immu_svc_entry immu__svc_kv_methods[] = {
     {"streamZScan", immu__svc_stream_zscan},
     {"streamHistory", immu__svc_stream_history},
     {"streamExecAll", immu__svc_stream_exec_all},
+    {"exportTx", immu__svc_export_tx},
+    {"replicateTx", immu__svc_replicate_tx},
 };
 
 const size_t immu__svc_kv_nmethods =

@@ -227,6 +227,7 @@ static int frec_truncate(frec *f, uint64_t cnt) {
 
 typedef struct citem {
   struct citem *next;
+  int replica; /* frame prebuilt elsewhere: check it extends the chain */
   const immu_store_entry *e;
   size_t n;
   immu_store_bind_fn bind;
@@ -242,6 +243,9 @@ typedef struct citem {
   int lead;
   pthread_cond_t cv;
 } citem;
+
+static int run_item(immu_store *s, citem *it, immu_tx_header *hdr,
+                    immu_digest *alh);
 
 /* A committed frame waiting for the indexer (saves reading it back). */
 typedef struct iqitem {
@@ -699,6 +703,65 @@ int immu_store_read_tx(immu_store *s, uint64_t id, immu_txrec *rec,
   return 0;
 }
 
+int immu_store_read_frame(immu_store *s, uint64_t id, uint8_t **buf,
+                          size_t *len) {
+  immu_txrec r;
+  uint64_t pos;
+  uint32_t flen;
+  int rc;
+  *buf = NULL;
+  *len = 0;
+  if (id == 0 || id > atomic_load(&s->committed))
+    return IMMU_ENOTFOUND;
+  if ((rc = txi_get(s, id, &pos, &flen)) != 0)
+    return rc;
+  /* immu_store_read_tx validates the CRCs and every hash. */
+  if ((rc = immu_store_read_tx(s, id, &r, buf)) != 0)
+    return rc;
+  immu__txrec_free(&r);
+  *len = flen;
+  return 0;
+}
+
+int immu_store_replicate(immu_store *s, const uint8_t *frame, size_t len,
+                         immu_tx_header *hdr, immu_digest *alh) {
+  immu_txrec r;
+  citem it;
+  int rc;
+
+  if (len > UINT32_MAX)
+    return IMMU_ETOOLARGE;
+  if ((rc = immu__txrec_decode(frame, len, &r)) != 0)
+    return rc;
+  if ((rc = immu__txrec_check_hashes(&r)) != 0) {
+    immu__txrec_free(&r);
+    return rc;
+  }
+  if (r.hdr.nentries > s->max_entries) {
+    immu__txrec_free(&r);
+    return IMMU_EINVAL;
+  }
+  memset(&it, 0, sizeof it);
+  it.replica = 1;
+  it.n = r.hdr.nentries;
+  for (uint32_t i = 0; i < r.hdr.nentries; i++) {
+    if (r.entries[i].klen > s->max_key_len ||
+        r.entries[i].vlen > s->max_value_len) {
+      immu__txrec_free(&r);
+      return IMMU_EINVAL;
+    }
+    it.nbytes += r.entries[i].klen + r.entries[i].vlen;
+  }
+  it.hdr = r.hdr;
+  it.alh = r.alh;
+  immu__txrec_free(&r);
+  if ((it.frame = immu__malloc(len)) == NULL)
+    return IMMU_ENOMEM;
+  memcpy(it.frame, frame, len);
+  it.flen = len;
+  return run_item(s, &it, hdr, alh);
+}
+
 int immu_store_read_value(immu_store *s, uint64_t pos, void *buf, size_t n) {
   int rc = immu__seg_read(s->log, pos, buf, n);
   return rc == IMMU_ERANGE ? IMMU_ECORRUPT : rc;
@@ -960,6 +1023,29 @@ static void write_group(immu_store *s, cgroup *g) {
     citem *it = items[i];
     if (it->rc != 0)
       continue;
+    if (it->replica) {
+      /* A replicated tx keeps its bytes; it must extend our chain exactly
+       * (immu_store_replicate already re-hashed it). */
+      immu_tx_header *h = &it->hdr;
+      immu_digest want_root = h->bl_tx_id ? s->cur_root : immu_zero_digest;
+      if (h->id != s->next_id || h->bl_tx_id != s->next_id - 1 ||
+          !immu_digest_eq(&h->prev_alh, &s->last_alh) ||
+          !immu_digest_eq(&h->bl_root, &want_root)) {
+        it->rc = IMMU_ECONFLICT;
+        continue;
+      }
+      if ((rc = immu_ahtree_append(s->tree, it->alh.b, 32, &s->cur_root)) !=
+          0) {
+        it->rc = rc;
+        continue;
+      }
+      s->last_alh = it->alh;
+      s->next_id++;
+      iov[nok].iov_base = it->frame;
+      iov[nok].iov_len = it->flen;
+      nok++;
+      continue;
+    }
     if (it->bind != NULL) {
       if ((rc = it->bind(it->bind_arg, s->next_id)) != 0 ||
           (rc = build_frame(it)) != 0) {
@@ -1182,6 +1268,15 @@ int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
   it.bind_arg = bind_arg;
   if (bind == NULL && (rc = build_frame(&it)) != 0)
     return rc;
+  return run_item(s, &it, hdr, alh);
+}
+
+/* Queues |it| (frame built, or bind set), waits for its group, frees the
+ * frame unless the indexer took it. */
+static int run_item(immu_store *s, citem *it_, immu_tx_header *hdr,
+                    immu_digest *alh) {
+  citem it = *it_;
+  int rc;
   pthread_cond_init(&it.cv, NULL);
   pthread_mutex_lock(&s->mu);
   if (s->closing || s->poisoned) {

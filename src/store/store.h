@@ -122,6 +122,21 @@ int immu_store_read_tx(immu_store *s, uint64_t id, immu_txrec *rec,
 int immu_store_read_header(immu_store *s, uint64_t id, immu_tx_header *hdr,
                            immu_digest *alh);
 
+/* The raw record frame of tx |id| (txrec.h format), after checking its
+ * CRCs and hashes; caller frees *buf with immu__free. Used to export txs
+ * (backup, dump, replication). Errors as immu_store_read_tx. */
+int immu_store_read_frame(immu_store *s, uint64_t id, uint8_t **buf,
+                          size_t *len);
+
+/* Appends a tx exported from another store, unchanged (same id, ts and
+ * hashes): the frame must decode, its hashes must recompute, and it must
+ * extend this store's chain exactly (id = last + 1, PrevAlh = last Alh,
+ * BlTxID = id - 1, BlRoot = the tree's root). Returns 0, IMMU_ECORRUPT
+ * (bad frame or hashes), IMMU_ECONFLICT (does not extend the chain),
+ * IMMU_EINVAL (over this store's limits), or a commit error. */
+int immu_store_replicate(immu_store *s, const uint8_t *frame, size_t len,
+                         immu_tx_header *hdr, immu_digest *alh);
+
 /* Reads |n| value bytes at log position |pos| (from the index). */
 int immu_store_read_value(immu_store *s, uint64_t pos, void *buf, size_t n);
 

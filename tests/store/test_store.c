@@ -555,6 +555,72 @@ static void test_bad_settings(void **state) {
   free(dir);
 }
 
+
+static void test_export_replicate(void **state) {
+  (void)state;
+  char *da = mktmp(), *db = mktmp(), *dc = mktmp();
+  immu_store_options o;
+  opts(&o);
+  immu_store *a = open_ok(da, &o), *b = open_ok(db, &o), *c = open_ok(dc, &o);
+  for (int i = 1; i <= 40; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "key-%d", i % 7);
+    assert_int_equal(commit_kv(a, k, "value", NULL, NULL), 0);
+    assert_int_equal(commit_kv(c, k, "other", NULL, NULL), 0);
+  }
+  uint8_t *f;
+  size_t flen;
+  immu_tx_header h;
+  /* Out of order: tx 2 cannot follow an empty store. */
+  assert_int_equal(immu_store_read_frame(a, 2, &f, &flen), 0);
+  assert_int_equal(immu_store_replicate(b, f, flen, &h, NULL), IMMU_ECONFLICT);
+  immu__free(f);
+  /* A frame from another chain cannot be spliced in. */
+  assert_int_equal(immu_store_read_frame(c, 1, &f, &flen), 0);
+  assert_int_equal(immu_store_replicate(b, f, flen, &h, NULL), 0);
+  immu__free(f);
+  assert_int_equal(immu_store_read_frame(a, 2, &f, &flen), 0);
+  assert_int_equal(immu_store_replicate(b, f, flen, &h, NULL), IMMU_ECONFLICT);
+  immu__free(f);
+  assert_int_equal(immu_store_close(b), 0);
+  rmrf(db);
+  b = open_ok(db, &o);
+  /* A full copy gives the identical chain. */
+  for (uint64_t id = 1; id <= 40; id++) {
+    assert_int_equal(immu_store_read_frame(a, id, &f, &flen), 0);
+    if (id == 7) {
+      /* A tampered frame is refused (its hashes no longer recompute). */
+      f[flen - 1] ^= 1;
+      assert_true(immu_store_replicate(b, f, flen, &h, NULL) ==
+                  IMMU_ECORRUPT);
+      f[flen - 1] ^= 1;
+    }
+    assert_int_equal(immu_store_replicate(b, f, flen, &h, NULL), 0);
+    assert_int_equal(h.id, id);
+    immu__free(f);
+  }
+  uint64_t ia, ib;
+  immu_digest aa, ab;
+  immu_store_state(a, &ia, &aa);
+  immu_store_state(b, &ib, &ab);
+  assert_int_equal(ia, ib);
+  assert_true(immu_digest_eq(&aa, &ab));
+  char *err = NULL;
+  assert_int_equal(immu_store_verify(b, NULL, NULL, &err), 0);
+  assert_int_equal(immu_store_wait_indexed(b, 40, 10000), 0);
+  check_proof(b, 3, 40);
+  assert_int_equal(immu_store_read_frame(a, 41, &f, &flen), IMMU_ENOTFOUND);
+  immu_store_close(a);
+  immu_store_close(b);
+  immu_store_close(c);
+  rmrf(da);
+  rmrf(db);
+  rmrf(dc);
+  free(da);
+  free(db);
+  free(dc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -571,6 +637,7 @@ int main(void) {
       cmocka_unit_test(test_fault_eio_fsync),
       cmocka_unit_test(test_fault_enospc_fsync),
       cmocka_unit_test(test_bad_settings),
+      cmocka_unit_test(test_export_replicate),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
