@@ -83,6 +83,22 @@ foreach(n nghttp2 event_core event_pthreads event_openssl event_extra
   endif()
 endforeach()
 
+# The engine, the server and the client cannot be built without these:
+# fail at configure time with the package to install, not later with a
+# missing header.
+foreach(req nghttp2:libnghttp2-dev event_core:libevent-dev
+            event_pthreads:libevent-dev event_openssl:libevent-dev
+            event_extra:libevent-dev protobuf_c:libprotobuf-c-dev
+            crypt:libcrypt-dev rocksdb:librocksdb-dev)
+  string(REPLACE ":" ";" pair "${req}")
+  list(GET pair 0 n)
+  list(GET pair 1 pkg)
+  if(NOT TARGET immu::${n})
+    message(FATAL_ERROR "immudb: ${n} is required: install ${pkg} "
+                        "(scripts/deps.sh does it)")
+  endif()
+endforeach()
+
 message(STATUS "immudb: optional dependencies found: ${IMMU_FOUND_OPTIONAL}")
 if(IMMU_MISSING_OPTIONAL)
   message(STATUS "immudb: optional dependencies MISSING: ${IMMU_MISSING_OPTIONAL}")

@@ -2070,8 +2070,10 @@ int immu_store_open(const char *dir, const immu_store_options *o,
   }
   s->io = s->opt.io ? s->opt.io : immu__io_default();
   {
-    const char *e = getenv("IMMU_STORE_INFLIGHT"); /* tuning experiments */
-    s->max_inflight = e && atoi(e) > 0 ? atoi(e) : 4;
+    /* IMMU_STORE_INFLIGHT: concurrent group fsyncs, for tuning runs. */
+    const char *e = getenv("IMMU_STORE_INFLIGHT");
+    long v = e ? strtol(e, NULL, 10) : 0;
+    s->max_inflight = v > 0 && v <= 64 ? (int)v : 4;
   }
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv_indexed, NULL);
