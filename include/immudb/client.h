@@ -127,7 +127,10 @@ typedef struct immu_client_options {
   int connect_timeout_ms;    /* TCP + TLS + HTTP/2 setup; 0 = 10 s */
   int64_t call_timeout_ms;   /* deadline of every call; 0 = none */
   size_t max_recv_msg_size;  /* per response message; 0 = 64 MiB */
-  const char *database;      /* initial database; NULL = "defaultdb" */
+  /* Database of the handle: selected by immu_client_login (UseDatabase)
+   * and used by immu_client_open_session when it is given NULL. NULL =
+   * "defaultdb" (and login selects nothing). */
+  const char *database;
   /* Period of the background KeepAlive while a session is open; 0 = 60 s,
    * negative = no background keepalive. */
   int keepalive_ms;
@@ -173,7 +176,10 @@ void immu_client_current_database(immu_client *c, char *buf, size_t cap);
 
 /* Login{user, password}: stores the returned token; later calls send
  * "authorization: Bearer <token>" (unless a session is open). The current
- * database becomes "defaultdb" (what a login token is bound to).
+ * database becomes "defaultdb" (what a login token is bound to), or, when
+ * options.database was given, that database through UseDatabase (whose
+ * errors are then returned). On a server with several databases or users a
+ * login token has no database: call immu_client_use_database.
  * Returns 0, IMMU_EAUTH (wrong credentials), IMMU_EINVAL, or a transport /
  * server error. Thread-safe. */
 int immu_client_login(immu_client *c, const char *user, const char *password);
@@ -181,6 +187,20 @@ int immu_client_login(immu_client *c, const char *user, const char *password);
 /* Logout: tells the server and forgets the token. Returns 0 or an error
  * (the token is forgotten either way). */
 int immu_client_logout(immu_client *c);
+
+/* Copies the handle's login token (from Login or UseDatabase, or installed
+ * with immu_client_set_token), NUL-terminated, into |buf| (capacity |cap|),
+ * e.g. to save it between runs of a CLI. The token is a credential: store
+ * it like a password. Returns 0, IMMU_ENOTFOUND (no token), IMMU_ETOOLARGE
+ * (|cap| too small) or IMMU_EINVAL. Thread-safe. */
+int immu_client_token(immu_client *c, char *buf, size_t cap);
+
+/* Installs a saved token (replacing any; later calls send it as after
+ * Login) and makes |database| the current database (NULL = keep), without
+ * a server call. Returns 0, IMMU_EINVAL (empty token or one with bytes
+ * outside 0x20..0x7e, invalid database name) or IMMU_ENOMEM. Thread-safe. */
+int immu_client_set_token(immu_client *c, const char *token,
+                          const char *database);
 
 /* OpenSession{username, password, databaseName}: later calls send
  * "sessionid: <id>" (which takes precedence over a token); the current
@@ -342,51 +362,84 @@ int immu_client_trusted_state(immu_client *c, immu_client_state *out);
 /* Plain KV calls (not verified)                                       */
 /* ------------------------------------------------------------------ */
 
+/* Unless stated otherwise, every call below needs a login or a session
+ * (and, on a server with several databases, a selected database), returns
+ * 0 or the codes listed under "Conventions" at the top of this file, and
+ * is thread-safe. Results are as the server reports them: NOT verified.
+ * Headers written to *hdr are parsed strictly (32-byte digests, version 0
+ * or 1; IMMU_EPROTO otherwise) and their Alh is computable, but they are
+ * not proven against the trusted state. */
+
 /* Set of one key (SetRequest with one KeyValue). *hdr (may be NULL) gets
- * the committed tx header as the server reports it (not proven). */
+ * the committed tx header. IMMU_EINVAL for an empty key. */
 int immu_client_set(immu_client *c, const uint8_t *key, size_t klen,
                     const uint8_t *value, size_t vlen, immu_tx_header *hdr);
 
-/* Set of |n| KVs in one tx (SetAll). */
+/* SetAll: the |n| >= 1 KVs in one tx, in order. |no_wait| = do not wait
+ * for the index. IMMU_EINVAL for n == 0, an empty key or a NULL value with
+ * a length. */
 int immu_client_set_all(immu_client *c, const immu_db_kv *kvs, size_t n,
                         int no_wait, immu_tx_header *hdr);
 
 /* Get: latest value, or the one selected by req->at_tx / since_tx /
- * at_revision. IMMU_ENOTFOUND when the key (version) does not exist. */
+ * at_revision. References are resolved by the server (out->has_referenced_by
+ * then describes the reference). *out: caller owns, immu_client_entry_clear.
+ * IMMU_ENOTFOUND when the key (version) does not exist. */
 int immu_client_get(immu_client *c, const immu_db_key_req *req,
                     immu_client_entry *out);
 
-/* GetAll: the latest value of every existing key among |keys|. */
+/* GetAll: the latest value of every existing key among |keys| (missing ones
+ * are skipped). *out: caller owns, immu_client_entries_clear. */
 int immu_client_get_all(immu_client *c, const immu_buf *keys, size_t n,
                         uint64_t since_tx, immu_client_entries *out);
 
-/* Delete (logical, immudb >= 1.2): our server refuses it (header version 0
- * cannot carry the deleted flag) with IMMU_EUNSUPPORTED or IMMU_EINVAL. */
+/* Delete (logical, immudb >= 1.2) of |n| >= 1 keys. Our server refuses it
+ * (header version 0 cannot carry the deleted flag): IMMU_EUNSUPPORTED or
+ * IMMU_EINVAL then. */
 int immu_client_delete(immu_client *c, const immu_buf *keys, size_t n,
                        uint64_t since_tx, int no_wait, immu_tx_header *hdr);
 
-/* ExecAll: |n| operations (KV, ZAdd, Ref) atomically in one tx. */
+/* ExecAll: |n| >= 1 operations (KV, ZAdd, Ref) atomically in one tx.
+ * IMMU_EINVAL for an unknown op kind. */
 int immu_client_exec_all(immu_client *c, const immu_db_op *ops, size_t n,
                          int no_wait, immu_tx_header *hdr);
 
+/* Scan of the plain key space within the bounds of |req| (references
+ * resolved). *out: caller owns, immu_client_entries_clear. */
 int immu_client_scan(immu_client *c, const immu_db_scan_req *req,
                      immu_client_entries *out);
+
+/* History: versions of req->key (references not resolved). *out: caller
+ * owns, immu_client_entries_clear. IMMU_ENOTFOUND if the key never
+ * existed. */
 int immu_client_history(immu_client *c, const immu_db_history_req *req,
                         immu_client_entries *out);
+
+/* Count: keys starting with |prefix| (plen may be 0); CountAll: all keys.
+ * *out may be NULL. */
 int immu_client_count(immu_client *c, const uint8_t *prefix, size_t plen,
                       uint64_t *out);
 int immu_client_count_all(immu_client *c, uint64_t *out);
 
-/* TxById / TxScan: as the server reports them (header Alh computed, not
- * proven; use immu_client_verified_tx_by_id for that). */
+/* TxById / TxScan. The returned entries are checked against the header's
+ * Eh (IMMU_EVERIFY if they do not match) and out->alh is computed, but the
+ * header is not proven against the trusted state: use
+ * immu_client_verified_tx_by_id for that. *out: caller owns,
+ * immu_client_tx_clear / immu_client_tx_list_clear. IMMU_EINVAL for id 0;
+ * IMMU_ENOTFOUND for a tx that does not exist. */
 int immu_client_tx_by_id(immu_client *c, uint64_t id, immu_client_tx *out);
 int immu_client_tx_scan(immu_client *c, const immu_db_tx_scan_req *req,
                         immu_client_tx_list *out);
 
+/* SetReference: req->key -> req->referenced_key (at_tx with bound_ref).
+ * IMMU_EINVAL for empty keys. */
 int immu_client_set_reference(immu_client *c, const immu_db_ref_req *req,
                               immu_tx_header *hdr);
+/* ZAdd of req->key with req->score to req->set. IMMU_EINVAL for an empty
+ * set or key. */
 int immu_client_zadd(immu_client *c, const immu_db_zadd_req *req,
                      immu_tx_header *hdr);
+/* ZScan of req->set. *out: caller owns, immu_client_zentries_clear. */
 int immu_client_zscan(immu_client *c, const immu_db_zscan_req *req,
                       immu_client_zentries *out);
 
@@ -491,15 +544,25 @@ typedef struct immu_client_db_list {
 
 void immu_client_db_list_clear(immu_client_db_list *l);
 
-/* CreateDatabase (deprecated RPC) / CreateDatabaseV2. |settings| may be
- * NULL; *already_existed (may be NULL) is set by V2 with if_not_exists. */
+/* Database administration (needs the rights immudb-api.md section 3
+ * lists: sysadmin to create, admin for the index calls). Names must be 1 to
+ * IMMU_DB_NAME_MAX bytes (IMMU_EINVAL otherwise). Thread-safe; results are
+ * the server's word (not verifiable). */
+
+/* CreateDatabase (deprecated RPC) / CreateDatabaseV2 with optional
+ * |settings| (may be NULL). With |if_not_exists|, an existing database is
+ * not an error and *already_existed (may be NULL) tells. IMMU_EEXIST /
+ * IMMU_EINVAL when it exists (server wording decides). */
 int immu_client_create_database(immu_client *c, const char *name);
 int immu_client_create_database_v2(immu_client *c, const char *name,
                                    const immu_client_db_settings *settings,
                                    int if_not_exists, int *already_existed);
-/* DatabaseList (names only) / DatabaseListV2 (with details). */
+/* DatabaseList (names only; the other fields zero / "") and DatabaseListV2
+ * (with details). *out: caller owns, immu_client_db_list_clear. */
 int immu_client_database_list(immu_client *c, immu_client_db_list *out);
 int immu_client_database_list_v2(immu_client *c, immu_client_db_list *out);
+/* LoadDatabase / UnloadDatabase / DeleteDatabase (which needs the database
+ * unloaded first). */
 int immu_client_load_database(immu_client *c, const char *name);
 int immu_client_unload_database(immu_client *c, const char *name);
 int immu_client_delete_database(immu_client *c, const char *name);
@@ -541,17 +604,27 @@ typedef struct immu_client_user_list {
 
 void immu_client_user_list_clear(immu_client_user_list *l);
 
+/* User administration (admin or sysadmin rights; immudb-api.md section 3).
+ * Strings are borrowed; NULL ones are IMMU_EINVAL. Thread-safe. */
+
+/* CreateUser{user, password, permission (IMMU_PERM_*), database}. The
+ * server enforces its password policy (IMMU_EINVAL) and IMMU_EEXIST / an
+ * error for an existing user. */
 int immu_client_create_user(immu_client *c, const char *user,
                             const char *password, uint32_t permission,
                             const char *database);
+/* ListUsers. *out: caller owns, immu_client_user_list_clear. */
 int immu_client_list_users(immu_client *c, immu_client_user_list *out);
+/* ChangePassword of |user| (|old_password| is checked by the server). */
 int immu_client_change_password(immu_client *c, const char *user,
                                 const char *old_password,
                                 const char *new_password);
-/* |action| is enum immu_client_perm_action. */
+/* ChangePermission: |action| is enum immu_client_perm_action; IMMU_EINVAL
+ * for another value. */
 int immu_client_change_permission(immu_client *c, int action,
                                   const char *user, const char *database,
                                   uint32_t permission);
+/* SetActiveUser: enables (|active| != 0) or disables |user|. */
 int immu_client_set_active_user(immu_client *c, const char *user, int active);
 
 #ifdef __cplusplus

@@ -45,6 +45,7 @@
 #define DEFAULT_PORT 3322
 #define DEFAULT_DB "defaultdb"
 #define DEFAULT_KEEPALIVE_MS 60000
+#define KEEPALIVE_TIMEOUT_MS 10000
 #define CHUNK_SIZE (64u * 1024u) /* Chunk content, immudb's default */
 #define MAX_STREAM_BYTES ((size_t)(64u << 20) + 2u * 65536u)
 #define ERRLEN 1024
@@ -688,9 +689,12 @@ static int verify_link(const Immudb__Schema__VerifiableTx *m,
                    "the server sent no (or an oversized) signature for the "
                    "state of tx %" PRIu64 " but a signing key is configured",
                    tgt_id);
-    if (immu_verifier_verify_state(v->verifier, newst->db, strlen(newst->db),
-                                   tgt_id, tgt_alh, newst->sig,
-                                   newst->sig_len) != 0)
+    rc = immu_verifier_verify_state(v->verifier, newst->db, strlen(newst->db),
+                                    tgt_id, tgt_alh, newst->sig,
+                                    newst->sig_len);
+    if (rc == IMMU_ENOMEM)
+      return rc;
+    if (rc != 0)
       return vfail(v->err, v->errlen,
                    "the server's signature of the state {db '%s', tx %" PRIu64
                    "} does not verify with the configured key",
@@ -1008,6 +1012,8 @@ int immu__cli_verify_state_reply(const Immudb__Schema__ImmutableState *m,
     return vfail(err, errlen,
                  "the server reports the state of database '%s', not '%s'",
                  m->db ? m->db : "", db);
+  if (m->txid == 0)
+    return 0; /* an empty database: nothing to trust yet (tx_id 0) */
   if (digest_from(&m->txhash, &out->alh) != 0)
     return vfail(err, errlen, "state txHash must be 32 bytes (got %zu)",
                  m->txhash.len);
@@ -1024,8 +1030,11 @@ int immu__cli_verify_state_reply(const Immudb__Schema__ImmutableState *m,
       return vfail(err, errlen,
                    "the server's state carries no signature but a signing "
                    "key is configured");
-    if (immu_verifier_verify_state(v, db, strlen(db), out->tx_id, &out->alh,
-                                   out->sig, out->sig_len) != 0)
+    int rc = immu_verifier_verify_state(v, db, strlen(db), out->tx_id,
+                                        &out->alh, out->sig, out->sig_len);
+    if (rc == IMMU_ENOMEM)
+      return rc;
+    if (rc != 0)
       return vfail(err, errlen,
                    "the signature of the server's state {db '%s', tx %" PRIu64
                    "} does not verify with the configured key",
@@ -1048,6 +1057,7 @@ struct immu_client {
   int64_t call_timeout_ms;
   int keepalive_ms;
   char *state_dir;
+  char opt_db[IMMU_DB_NAME_MAX + 1]; /* options.database, "" if not given */
   immu_verifier *verifier; /* NULL: no signature checks */
   int has_key;
   immu_digest key_hash; /* SHA-256 of the DER SubjectPublicKeyInfo */
@@ -1263,7 +1273,7 @@ static int md_snapshot(immu_client *c, call_md *m) {
 static int do_call(immu_client *c, const char *method,
                    const immu__grpc_msg *reqs, size_t nreqs,
                    immu__grpc_on_msg on_msg, void *arg, uint8_t **resp,
-                   size_t *resp_len) {
+                   size_t *resp_len, int64_t timeout_ms) {
   char path[96];
   call_md md;
   immu__grpc_call_opts co;
@@ -1282,7 +1292,7 @@ static int do_call(immu_client *c, const char *method,
   memset(&co, 0, sizeof co);
   co.md = md.n ? &md.md : NULL;
   co.nmd = md.n;
-  co.timeout_ms = 0; /* the handle's default */
+  co.timeout_ms = timeout_ms; /* 0: the handle's default */
   immu__grpc_result_init(&res);
   if ((rc = conn_acquire(c, &conn)) != 0) {
     immu__free(md.val);
@@ -1323,10 +1333,13 @@ static int do_call(immu_client *c, const char *method,
   return rc;
 }
 
-/* Unary call with protobuf messages. |rd| NULL: the reply is dropped
- * (google.protobuf.Empty). Caller frees *out with PB_FREE. */
-static int rpc(immu_client *c, const char *method, const ProtobufCMessage *req,
-               const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out) {
+/* Unary call with protobuf messages and a deadline (0 = the handle's
+ * default). |rd| NULL: the reply is dropped (google.protobuf.Empty). Caller
+ * frees *out with PB_FREE. */
+static int rpc_t(immu_client *c, const char *method,
+                 const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out,
+                 int64_t timeout_ms) {
   size_t n = protobuf_c_message_get_packed_size(req);
   uint8_t *buf = immu__malloc(n ? n : 1), *resp = NULL;
   size_t resp_len = 0;
@@ -1340,7 +1353,7 @@ static int rpc(immu_client *c, const char *method, const ProtobufCMessage *req,
   protobuf_c_message_pack(req, buf);
   msg.ptr = buf;
   msg.len = n;
-  rc = do_call(c, method, &msg, 1, NULL, NULL, &resp, &resp_len);
+  rc = do_call(c, method, &msg, 1, NULL, NULL, &resp, &resp_len, timeout_ms);
   immu__free(buf);
   if (rc != 0)
     return rc;
@@ -1352,6 +1365,11 @@ static int rpc(immu_client *c, const char *method, const ProtobufCMessage *req,
   }
   immu__free(resp);
   return rc;
+}
+
+static int rpc(immu_client *c, const char *method, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out) {
+  return rpc_t(c, method, req, rd, out, 0);
 }
 
 static const Google__Protobuf__Empty empty_req = GOOGLE__PROTOBUF__EMPTY__INIT;
@@ -1563,6 +1581,8 @@ int immu_client_new(const immu_client_options *opt, immu_client **out) {
       opt->keepalive_ms == 0 ? DEFAULT_KEEPALIVE_MS : opt->keepalive_ms;
   snprintf(c->db, sizeof c->db, "%s",
            opt->database ? opt->database : DEFAULT_DB);
+  snprintf(c->opt_db, sizeof c->opt_db, "%s",
+           opt->database ? opt->database : "");
   pthread_rwlock_init(&c->conn_lock, NULL);
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->ka_mu, NULL);
@@ -1658,6 +1678,8 @@ int immu_client_login(immu_client *c, const char *user, const char *password) {
   c->token = tok;
   snprintf(c->db, sizeof c->db, "%s", DEFAULT_DB);
   pthread_mutex_unlock(&c->mu);
+  if (c->opt_db[0] != '\0')
+    return immu_client_use_database(c, c->opt_db);
   return 0;
 }
 
@@ -1670,6 +1692,49 @@ int immu_client_logout(immu_client *c) {
   c->token = NULL;
   pthread_mutex_unlock(&c->mu);
   return rc;
+}
+
+int immu_client_token(immu_client *c, char *buf, size_t cap) {
+  int rc = 0;
+  clear_err();
+  if (c == NULL || buf == NULL || cap == 0)
+    return fail(IMMU_EINVAL, "token: invalid argument");
+  pthread_mutex_lock(&c->mu);
+  if (c->token == NULL)
+    rc = IMMU_ENOTFOUND;
+  else if (strlen(c->token) >= cap)
+    rc = IMMU_ETOOLARGE;
+  else
+    memcpy(buf, c->token, strlen(c->token) + 1);
+  pthread_mutex_unlock(&c->mu);
+  if (rc == IMMU_ENOTFOUND)
+    return fail(rc, "token: the handle has no login token");
+  if (rc != 0)
+    return fail(rc, "token: buffer too small");
+  return 0;
+}
+
+int immu_client_set_token(immu_client *c, const char *token,
+                          const char *database) {
+  char *tok;
+  clear_err();
+  if (c == NULL || token == NULL || token[0] == '\0')
+    return fail(IMMU_EINVAL, "set_token: empty token");
+  for (const char *p = token; *p; p++)
+    if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+      return fail(IMMU_EINVAL, "set_token: the token has non-printable "
+                               "bytes");
+  if (database != NULL && !valid_db_name(database))
+    return fail(IMMU_EINVAL, "set_token: invalid database name");
+  if ((tok = dup_str(token)) == NULL)
+    return fail(IMMU_ENOMEM, "out of memory");
+  pthread_mutex_lock(&c->mu);
+  immu__free(c->token);
+  c->token = tok;
+  if (database != NULL)
+    snprintf(c->db, sizeof c->db, "%s", database);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
 }
 
 int immu_client_open_session(immu_client *c, const char *user,
@@ -1749,7 +1814,10 @@ int immu_client_keepalive(immu_client *c) {
   pthread_mutex_unlock(&c->mu);
   if (!has)
     return fail(IMMU_EINVAL, "keepalive: no session is open");
-  return rpc(c, "KeepAlive", EMPTY_REQ, NULL, NULL);
+  /* Bounded even without a default deadline, so that closing the session
+   * never waits long for the background keepalive. */
+  return rpc_t(c, "KeepAlive", EMPTY_REQ, NULL, NULL,
+               c->call_timeout_ms > 0 ? 0 : KEEPALIVE_TIMEOUT_MS);
 }
 
 int immu_client_use_database(immu_client *c, const char *name) {
@@ -2426,7 +2494,7 @@ int immu_client_stream_set(immu_client *c, const immu_db_kv *kvs, size_t n,
       return fail(rc, "stream_set: out of memory");
     }
   }
-  rc = do_call(c, "streamSet", ch.v, ch.n, NULL, NULL, &resp, &resp_len);
+  rc = do_call(c, "streamSet", ch.v, ch.n, NULL, NULL, &resp, &resp_len, 0);
   chunks_free(&ch);
   if (rc != 0)
     return rc;
@@ -2521,7 +2589,7 @@ int immu_client_stream_get(immu_client *c, const immu_db_key_req *req,
   protobuf_c_message_pack(&m.base, packed);
   msg.ptr = packed;
   msg.len = plen;
-  rc = do_call(c, "streamGet", &msg, 1, sget_on_msg, &s, NULL, NULL);
+  rc = do_call(c, "streamGet", &msg, 1, sget_on_msg, &s, NULL, NULL, 0);
   immu__free(packed);
   if (s.cb_rc != 0) {
     immu__free(s.buf);

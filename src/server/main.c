@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -387,6 +388,16 @@ int main(int argc, char **argv) {
   pthread_t sig_thread;
 
   signal(SIGPIPE, SIG_IGN);
+  {
+    /* Each database keeps about ten descriptors open (log, tx index and
+     * tree segments, RocksDB's files): a server with hundreds of databases
+     * needs more than the usual soft limit of 1024. */
+    struct rlimit nof;
+    if (getrlimit(RLIMIT_NOFILE, &nof) == 0 && nof.rlim_cur < nof.rlim_max) {
+      nof.rlim_cur = nof.rlim_max;
+      (void)setrlimit(RLIMIT_NOFILE, &nof);
+    }
+  }
   immu_cfg_init(&cfg);
 
   int rc = immu_cfg_load(&cfg, argc, argv, environ, collect_warn, &warns, &err);

@@ -1554,6 +1554,14 @@ static void test_state_reply(void **state) {
   assert_rc(immu__cli_verify_state_reply(&st, DBNAME, NULL, &out, g_err,
                                          sizeof g_err),
             IMMU_EVERIFY);
+  /* An empty database: nothing to trust, even unsigned. */
+  st.txid = 0;
+  OK(immu__cli_verify_state_reply(&st, DBNAME, fx->verifier, &out, g_err,
+                                  sizeof g_err));
+  assert_int_equal(out.tx_id, 0);
+  assert_rc(immu__cli_verify_state_reply(&st, "otherdb", fx->verifier, &out,
+                                         g_err, sizeof g_err),
+            IMMU_EVERIFY);
 }
 
 static void hex_eq(const uint8_t *p, size_t n, const char *hex) {
