@@ -1012,11 +1012,19 @@ int immu__cli_verify_state_reply(const Immudb__Schema__ImmutableState *m,
     return vfail(err, errlen,
                  "the server reports the state of database '%s', not '%s'",
                  m->db ? m->db : "", db);
-  if (m->txid == 0)
-    return 0; /* an empty database: nothing to trust yet (tx_id 0) */
-  if (digest_from(&m->txhash, &out->alh) != 0)
+  if (m->txid == 0) {
+    /* An empty database: nothing to trust yet, but its state is still
+     * {db, 0, H("")} and, with a key configured, must be signed. */
+    out->alh = immu_empty_digest;
+    if (m->txhash.len != 0 &&
+        (digest_from(&m->txhash, &out->alh) != 0 ||
+         !immu_digest_eq(&out->alh, &immu_empty_digest)))
+      return vfail(err, errlen,
+                   "the state of an empty database must have hash H(\"\")");
+  } else if (digest_from(&m->txhash, &out->alh) != 0) {
     return vfail(err, errlen, "state txHash must be 32 bytes (got %zu)",
                  m->txhash.len);
+  }
   snprintf(out->db, sizeof out->db, "%s", db);
   out->tx_id = m->txid;
   if (m->signature != NULL && m->signature->signature.len > 0 &&

@@ -7,9 +7,12 @@
  * --audit-password, default --username / --password), list the databases
  * (those matching --audit-databases prefixes, default all), and for each:
  *   1. CurrentState (its signature is checked with --server-signing-pub-key);
- *   2. VerifiableTxById(state.txId) through the SDK, which proves that tx
- *      against the state trusted at the previous round (dual proof, both
- *      directions) and checks its entries against its Eh;
+ *   2. VerifiableTxById through the SDK of every tx committed since the
+ *      previous round (only state.txId at the first round; every tx from 1
+ *      with --audit-verify-values), in order: each is proven against the
+ *      trusted state (dual proof, both directions) and its entries and
+ *      values are checked against its Eh, so data altered after its commit
+ *      is caught the first time the auditor reads it;
  *   3. the proven Alh must equal the state's hash, and the state must not
  *      have gone back to an older tx than the trusted one.
  * The SDK then persists the new trusted state (--roots-filepath, default
@@ -52,6 +55,7 @@ typedef struct db_res {
   char name[IMMU_DB_NAME_MAX + 1];
   int result;
   uint64_t prev_tx, curr_tx;
+  uint64_t checked_txs; /* txs proven this round */
   immu_digest curr_hash;
 } db_res;
 
@@ -197,18 +201,36 @@ static int audit_db(auditor *a, const char *db, db_res *r) {
     return AR_TAMPERED;
   }
 
+  /* Prove every tx not proven at an earlier round (all of them with
+   * --audit-verify-values), in order, ending with the state's tx: each is
+   * linked to the trusted state by a dual proof and its entries (and the
+   * values the server sends) are checked against its Eh, so a tx whose
+   * data was altered after it was committed fails here. */
+  uint64_t from = a->x->o.audit_verify_values ? 1
+                  : has_prev                  ? prev.tx_id + 1
+                                              : st.tx_id;
+  if (from > st.tx_id)
+    from = st.tx_id;
   memset(&tx, 0, sizeof tx);
-  rc = immu_client_verified_tx_by_id(a->c, st.tx_id, &tx);
-  if (rc != 0) {
-    int tampered = rc == IMMU_EVERIFY || rc == IMMU_ECORRUPT;
-    alog("ERROR", "audit #%llu: %s: database %s, tx %llu%s: %s",
-         (unsigned long long)a->index,
-         tampered ? "TAMPERING DETECTED" : "cannot prove the state", db,
-         (unsigned long long)st.tx_id,
-         has_prev ? " against the trusted state" : "",
-         immu_client_last_error());
-    return tampered ? AR_TAMPERED : AR_ERROR;
+  for (uint64_t id = from; id <= st.tx_id; id++) {
+    immu_client_tx_clear(&tx);
+    if (stop_flag && !a->x->o.audit_once) {
+      alog("WARN", "audit #%llu: database %s: interrupted at tx %llu",
+           (unsigned long long)a->index, db, (unsigned long long)id);
+      return AR_ERROR;
+    }
+    rc = immu_client_verified_tx_by_id(a->c, id, &tx);
+    if (rc != 0) {
+      int tampered = rc == IMMU_EVERIFY || rc == IMMU_ECORRUPT;
+      alog("ERROR", "audit #%llu: %s: database %s, tx %llu%s: %s",
+           (unsigned long long)a->index,
+           tampered ? "TAMPERING DETECTED" : "cannot prove the state", db,
+           (unsigned long long)id, has_prev ? " against the trusted state" : "",
+           immu_client_last_error());
+      return tampered ? AR_TAMPERED : AR_ERROR;
+    }
   }
+  r->checked_txs = st.tx_id - from + 1;
   int same = immu_digest_eq(&tx.alh, &st.tx_hash);
   immu_digest_hex(&st.tx_hash, h2);
   if (!same) {
@@ -232,9 +254,9 @@ static int audit_db(auditor *a, const char *db, db_res *r) {
   immu_digest_hex(&prev.tx_hash, h1);
   alog("INFO",
        "audit #%llu: database %s consistent: true; previous state %s at tx "
-       "%llu, current state %s at tx %llu",
-       (unsigned long long)a->index, db, h1, (unsigned long long)prev.tx_id,
-       h2, (unsigned long long)st.tx_id);
+       "%llu, current state %s at tx %llu (%llu tx(s) proven)",
+       (unsigned long long)a->index, db, h1, (unsigned long long)prev.tx_id, h2,
+       (unsigned long long)st.tx_id, (unsigned long long)r->checked_txs);
   return AR_OK;
 }
 
@@ -347,8 +369,8 @@ out:
   if (logged_in)
     (void)immu_client_logout(a->c);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  double secs = (double)(t1.tv_sec - t0.tv_sec) +
-                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  double secs =
+      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   a->last_duration_s = secs;
   if (agg == AR_TAMPERED)
     alog("ERROR", "audit #%llu finished in %.3fs: TAMPERING DETECTED",
@@ -402,9 +424,8 @@ typedef struct sbuf {
   size_t n, cap;
 } sbuf;
 
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b,
-                                                            const char *fmt,
-                                                            ...) {
+__attribute__((format(printf, 2, 3))) static void
+sb_printf(sbuf *b, const char *fmt, ...) {
   va_list ap;
   for (;;) {
     va_start(ap, fmt);
@@ -505,8 +526,7 @@ static void metrics_text(auditor *a, sbuf *b) {
             "latest audit round.\n"
             "# TYPE immuclient_audit_last_duration_seconds gauge\n"
             "immuclient_audit_last_duration_seconds %.6f\n",
-            (unsigned long long)a->runs_total,
-            (unsigned long long)a->ok_total,
+            (unsigned long long)a->runs_total, (unsigned long long)a->ok_total,
             (unsigned long long)a->tampered_total,
             (unsigned long long)a->unchecked_total,
             (unsigned long long)a->error_total, a->last_duration_s);
@@ -528,8 +548,9 @@ static void send_all(int fd, const char *p, size_t n) {
 static void respond(int fd, int code, const char *ctype, const char *body,
                     size_t blen, int head) {
   char hdr[256];
-  const char *reason = code == 200 ? "OK" : code == 404 ? "Not Found"
-                                                        : "Bad Request";
+  const char *reason = code == 200   ? "OK"
+                       : code == 404 ? "Not Found"
+                                     : "Bad Request";
   int k = snprintf(hdr, sizeof hdr,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
                    "%zu\r\nAccess-Control-Allow-Origin: *\r\nConnection: "
@@ -590,8 +611,7 @@ static void serve_one(auditor *a, int fd) {
 static void *http_thread(void *arg) {
   auditor *a = arg;
   for (;;) {
-    struct pollfd p[2] = {{a->listen_fd, POLLIN, 0},
-                          {stop_pipe[0], POLLIN, 0}};
+    struct pollfd p[2] = {{a->listen_fd, POLLIN, 0}, {stop_pipe[0], POLLIN, 0}};
     int r = poll(p, 2, -1);
     if (r < 0 && errno == EINTR)
       continue;
@@ -626,8 +646,8 @@ static int start_http(auditor *a) {
          o->audit_monitoring_host, gai_strerror(grc));
     return -1;
   }
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                  ai->ai_protocol);
+  int fd =
+      socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
   int one = 1;
   if (fd >= 0)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -662,8 +682,7 @@ static int start_http(auditor *a) {
 /* the command                                                         */
 /* ------------------------------------------------------------------ */
 
-static void print_once_summary(ic_ctx *x, int agg, const db_res *r,
-                               size_t n) {
+static void print_once_summary(ic_ctx *x, int agg, const db_res *r, size_t n) {
   char h[65];
   if (x->o.json) {
     ic_json j;
@@ -679,6 +698,7 @@ static void print_once_summary(ic_ctx *x, int agg, const db_res *r,
       ic_json_i64(&j, "code", r[i].result);
       ic_json_u64(&j, "prevTx", r[i].prev_tx);
       ic_json_u64(&j, "currTx", r[i].curr_tx);
+      ic_json_u64(&j, "provenTxs", r[i].checked_txs);
       if (r[i].curr_tx) {
         immu_digest_hex(&r[i].curr_hash, h);
         ic_json_str(&j, "hash", h);
@@ -754,8 +774,7 @@ int ic_audit_mode(ic_ctx *x) {
   alog("INFO",
        "starting auditor of %s with a %lldms interval (trusted states in %s)",
        a.server_address, x->o.audit_interval_ms, a.state_dir);
-  if (!x->o.audit_once && x->o.audit_monitoring_port > 0 &&
-      start_http(&a) != 0)
+  if (!x->o.audit_once && x->o.audit_monitoring_port > 0 && start_http(&a) != 0)
     exit_code = IC_EXIT_ERR;
 
   while (exit_code == 0 && !stop_flag) {
@@ -766,7 +785,7 @@ int ic_audit_mode(ic_ctx *x) {
       print_once_summary(x, agg, res, n);
       exit_code = agg == AR_TAMPERED ? IC_EXIT_TAMPERED
                   : agg == AR_ERROR  ? IC_EXIT_ERR
-                                    : 0;
+                                     : 0;
     }
     publish(&a, agg, res, n);
     if (x->o.audit_once)

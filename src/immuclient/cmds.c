@@ -48,7 +48,9 @@ static void result(ic_ctx *x, const char *msg) {
   }
 }
 
-static const uint8_t *B(const char *s) { return (const uint8_t *)s; }
+static const uint8_t *B(const char *s) {
+  return (const uint8_t *)s;
+}
 
 /* Reads all of stdin (the value of `set key` without a value argument). */
 static uint8_t *read_stdin(size_t *len) {
@@ -228,7 +230,7 @@ static int c_logout(ic_ctx *x, int argc, char **argv) {
 
 static int c_use(ic_ctx *x, int argc, char **argv) {
   (void)argc;
-  int rc = ic_use(x, argv[1]);
+  int rc = ic_use(x, argv[1], 1);
   if (rc != 0)
     return rc;
   char msg[IMMU_DB_NAME_MAX + 32];
@@ -338,6 +340,8 @@ static int c_current(ic_ctx *x, int argc, char **argv) {
   int rc = immu_client_current_state(x->c, &st);
   if (rc != 0)
     return ic_fail(x, rc, "current state");
+  if (st.db[0] == '\0') /* the SDK leaves it empty for an empty database */
+    immu_client_current_database(x->c, st.db, sizeof st.db);
   ic_print_state(x, &st);
   return 0;
 }
@@ -512,9 +516,8 @@ static int c_scan(ic_ctx *x, int argc, char **argv) {
 
 static int c_count(ic_ctx *x, int argc, char **argv) {
   uint64_t n = 0;
-  int rc = argc > 1
-               ? immu_client_count(x->c, B(argv[1]), strlen(argv[1]), &n)
-               : immu_client_count_all(x->c, &n);
+  int rc = argc > 1 ? immu_client_count(x->c, B(argv[1]), strlen(argv[1]), &n)
+                    : immu_client_count_all(x->c, &n);
   if (rc != 0)
     return ic_fail(x, rc, "count");
   if (x->o.json) {
@@ -679,8 +682,9 @@ static int c_txscan(ic_ctx *x, int argc, char **argv) {
     } else if (ic_parse_u64(argv[i], &v) == 0 && i == 2 && v <= UINT32_MAX) {
       req.limit = (uint32_t)v;
     } else {
-      ic_errorf(x, "txscan: bad argument '%s' (usage: txscan [initialTx] "
-                   "[limit] [asc|desc])",
+      ic_errorf(x,
+                "txscan: bad argument '%s' (usage: txscan [initialTx] "
+                "[limit] [asc|desc])",
                 argv[i]);
       return IC_EXIT_USAGE;
     }
@@ -765,8 +769,7 @@ static int c_database(ic_ctx *x, int argc, char **argv) {
       ic_json_end(&j);
     } else {
       for (size_t i = 0; i < l.n; i++)
-        printf("%s%s\n", strcmp(l.v[i].name, cur) == 0 ? "*" : "",
-               l.v[i].name);
+        printf("%s%s\n", strcmp(l.v[i].name, cur) == 0 ? "*" : "", l.v[i].name);
     }
     immu_client_db_list_clear(&l);
     return 0;
@@ -816,12 +819,11 @@ static int user_list(ic_ctx *x) {
       ic_line("user", "%s", l.v[i].user);
       ic_line("active", "%s", l.v[i].active ? "true" : "false");
       if (l.v[i].created_by && l.v[i].created_by[0])
-        ic_line("created by", "%s", l.v[i].created_by);
+        ic_line("creator", "%s", l.v[i].created_by);
       if (l.v[i].created_at && l.v[i].created_at[0])
-        ic_line("created at", "%s", l.v[i].created_at);
+        ic_line("created", "%s", l.v[i].created_at);
       for (size_t k = 0; k < l.v[i].nperms; k++)
-        ic_line("permission", "%s on %s",
-                perm_name(l.v[i].perms[k].permission),
+        ic_line("perm", "%s on %s", perm_name(l.v[i].perms[k].permission),
                 l.v[i].perms[k].database);
     }
   }
@@ -922,17 +924,14 @@ static const cmd CMDS[] = {
      c_login},
     {"logout", "x", 0, 0, 0, "logout", "logout and delete the token file",
      c_logout},
-    {"use", "usedb", 1, 1, 1, "use <database>", "select the database",
-     c_use},
+    {"use", "usedb", 1, 1, 1, "use <database>", "select the database", c_use},
     {"status", "p ping", 0, 0, 0, "status",
      "ping the server (health check and version)", c_status},
-    {"health", NULL, 0, 0, 0, "health", "server health and version",
-     c_health},
+    {"health", NULL, 0, 0, 0, "health", "server health and version", c_health},
     {"info", NULL, 0, 0, 0, "info", "server information", c_info},
     {"version", NULL, 0, 0, 0, "version", "immuclient version", c_version},
     {"current", "crt state", 0, 0, 1, "current",
-     "the server's current state of the database (tx id and hash)",
-     c_current},
+     "the server's current state of the database (tx id and hash)", c_current},
     {"set", "s", 1, 2, 1, "set <key> [value]",
      "add or update a key (value from stdin when not given)", c_set},
     {"safeset", "ss verifiedset verifiedSet", 1, 2, 1, "safeset <key> [value]",
@@ -954,10 +953,11 @@ static const cmd CMDS[] = {
     {"count", "cnt", 0, 1, 1, "count [prefix]",
      "number of keys with the given prefix", c_count},
     {"reference", "r setReference setreference", 2, 3, 1,
-     "reference <refkey> <key> [atTx]", "add a reference to a key", c_reference},
+     "reference <refkey> <key> [atTx]", "add a reference to a key",
+     c_reference},
     {"safereference",
-     "sr verifiedreference verifiedSetReference verifiedsetreference", 2, 3,
-     1, "safereference <refkey> <key> [atTx]",
+     "sr verifiedreference verifiedSetReference verifiedsetreference", 2, 3, 1,
+     "safereference <refkey> <key> [atTx]",
      "reference, proven against the trusted state", c_safereference},
     {"zadd", "za", 3, 4, 1, "zadd <set> <score> <key> [atTx]",
      "add a key to a sorted set", c_zadd},
@@ -1020,7 +1020,6 @@ void ic_commands_help(FILE *f) {
 }
 
 static int c_help(ic_ctx *x, int argc, char **argv) {
-  (void)x;
   if (argc < 2) {
     ic_usage(stdout);
     return 0;

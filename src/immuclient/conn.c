@@ -111,6 +111,16 @@ char *ic_read_password(const char *prompt) {
 /* errors                                                              */
 /* ------------------------------------------------------------------ */
 
+/* The last part of a transport message ("cannot connect to h:p: cannot
+ * connect to h:p: Connection refused" -> "Connection refused"). */
+static const char *reason(const char *m) {
+  const char *p = strrchr(m, ':');
+  if (strncmp(m, "cannot connect to ", 18) == 0 && p != NULL && p[1] == ' ' &&
+      p[2] != '\0')
+    return p + 2;
+  return m;
+}
+
 const char *ic_err_text(void) {
   const char *m = immu_client_last_error();
   const char *p = strstr(m, "server error ");
@@ -144,11 +154,13 @@ int ic_fail(ic_ctx *x, int rc, const char *what) {
       ic_errorf(x, "%s: %s", what, msg);
     break;
   case IMMU_EPERM:
-    ic_errorf(x, "%s: permission denied: %s", what, msg);
+    if (strstr(msg, "permission denied") != NULL)
+      ic_errorf(x, "%s: %s", what, msg);
+    else
+      ic_errorf(x, "%s: permission denied: %s", what, msg);
     break;
   case IMMU_EVERIFY:
-    ic_errorf(x, "%s: verification failed (possible tampering): %s", what,
-              msg);
+    ic_errorf(x, "%s: verification failed (possible tampering): %s", what, msg);
     code = IC_EXIT_TAMPERED;
     break;
   case IMMU_ECORRUPT:
@@ -156,10 +168,10 @@ int ic_fail(ic_ctx *x, int rc, const char *what) {
     code = IC_EXIT_TAMPERED;
     break;
   default:
-    if (status < 0 && (rc == IMMU_ECLOSED || rc == IMMU_ETIMEOUT ||
-                       (rc < 0 && rc > -1000)))
-      ic_errorf(x, "%s: cannot reach immudb at %s:%d: %s", what,
-                x->o.address, x->o.port, msg);
+    if (status < 0 &&
+        (rc == IMMU_ECLOSED || rc == IMMU_ETIMEOUT || (rc < 0 && rc > -1000)))
+      ic_errorf(x, "%s: cannot reach immudb at %s:%d: %s", what, x->o.address,
+                x->o.port, reason(msg));
     else
       ic_errorf(x, "%s: %s", what, msg);
     break;
@@ -171,8 +183,7 @@ int ic_fail(ic_ctx *x, int rc, const char *what) {
 /* the handle                                                          */
 /* ------------------------------------------------------------------ */
 
-void ic_fill_options(ic_ctx *x, immu_client_options *o,
-                     const char *state_dir) {
+void ic_fill_options(ic_ctx *x, immu_client_options *o, const char *state_dir) {
   immu_client_options_init(o);
   o->address = x->o.address;
   o->port = x->o.port;
@@ -196,17 +207,16 @@ int ic_connect(ic_ctx *x) {
   if (x->c != NULL)
     return 0;
   ic_fill_options(x, &o, x->o.dir);
-  o.database = x->o.database != NULL && x->o.database[0] != '\0'
-                   ? x->o.database
-                   : "defaultdb";
+  o.database = x->o.database != NULL && x->o.database[0] != '\0' ? x->o.database
+                                                                 : "defaultdb";
   int rc = immu_client_new(&o, &x->c);
   if (rc != 0) {
     x->c = NULL;
     if (rc == IMMU_ECRYPTO || rc == IMMU_EINVAL)
       ic_errorf(x, "cannot set up the client: %s", immu_client_last_error());
     else
-      ic_errorf(x, "cannot reach immudb at %s:%d: %s", x->o.address,
-                x->o.port, immu_client_last_error());
+      ic_errorf(x, "cannot reach immudb at %s:%d: %s", x->o.address, x->o.port,
+                reason(immu_client_last_error()));
     return rc == IMMU_EINVAL ? IC_EXIT_USAGE : IC_EXIT_ERR;
   }
   return 0;
@@ -354,8 +364,11 @@ static int login_only(ic_ctx *x, const char *user, const char *password) {
     return 0;
   }
   if (rc == IMMU_EAUTH) {
-    ic_errorf(x, "login failed: invalid user name or password (%s)",
-              ic_err_text());
+    const char *m = ic_err_text();
+    if (strstr(m, "invalid user name or password") != NULL || m[0] == '\0')
+      ic_errorf(x, "login failed: invalid user name or password");
+    else
+      ic_errorf(x, "login failed: invalid user name or password (%s)", m);
     return IC_EXIT_ERR;
   }
   return ic_fail(x, rc, "login");
@@ -411,7 +424,7 @@ int ic_auth(ic_ctx *x) {
   } else {
     x->authed = 1;
     if (want != NULL && want[0] != '\0' && strcmp(want, db) != 0)
-      rc = ic_use(x, want);
+      rc = ic_use(x, want, 0);
   }
   memset(tok, 0, strlen(tok));
   free(tok);
@@ -419,12 +432,12 @@ int ic_auth(ic_ctx *x) {
   return rc;
 }
 
-int ic_use(ic_ctx *x, const char *db) {
+int ic_use(ic_ctx *x, const char *db, int persist) {
   int rc = immu_client_use_database(x->c, db);
   if (rc != 0)
     return ic_fail(x, rc, "use");
   /* Keep the token file in step when it is the source of the login. */
-  if (x->o.username == NULL || x->o.username[0] == '\0') {
+  if (persist && (x->o.username == NULL || x->o.username[0] == '\0')) {
     char *odb = NULL, *otok = NULL;
     if (token_read(x, &odb, &otok) == 1 || x->interactive)
       token_save_current(x);

@@ -69,6 +69,7 @@ typedef struct ic_opts {
   char *audit_databases; /* comma-separated name prefixes; NULL = all */
   long long audit_interval_ms;
   int audit_once;
+  int audit_verify_values; /* re-prove every tx from 1 at each round */
   char *audit_monitoring_host;
   int audit_monitoring_port;
   char *audit_notification_url; /* accepted, not implemented */
@@ -79,7 +80,7 @@ typedef struct ic_ctx {
   ic_opts o;
   immu_client *c; /* NULL until ic_connect */
   int interactive;
-  int authed;      /* a login, token or session is in place */
+  int authed;       /* a login, token or session is in place */
   char *token_path; /* resolved --tokenfile */
 } ic_ctx;
 
@@ -89,8 +90,7 @@ typedef struct ic_ctx {
  * of interactive mode, with |line_mode| = 1: only output flags allowed).
  * Positional arguments are moved to the front of |argv|; *nargs gets their
  * count. Returns 0 or IC_EXIT_USAGE (message printed). */
-int ic_parse_flags(ic_ctx *x, int argc, char **argv, int *nargs,
-                   int line_mode);
+int ic_parse_flags(ic_ctx *x, int argc, char **argv, int *nargs, int line_mode);
 
 /* Prints the usage text (all commands and flags) to |f|. */
 void ic_usage(FILE *f);
@@ -113,8 +113,10 @@ int ic_login(ic_ctx *x, const char *user, const char *password);
  * *was_logged_in. Returns 0 or an exit code. */
 int ic_logout(ic_ctx *x, int *was_logged_in);
 
-/* UseDatabase + token file update. */
-int ic_use(ic_ctx *x, const char *db);
+/* UseDatabase; with |persist| (the `use` command) the token file, when it
+ * is the source of the login, then holds the new token and database (a
+ * --database flag selects for one invocation only). */
+int ic_use(ic_ctx *x, const char *db, int persist);
 
 /* Reads a password: from the terminal without echo when stdin is one (with
  * |prompt|), else the first line of stdin. Returns a heap string or NULL
@@ -133,16 +135,15 @@ int ic_fail(ic_ctx *x, int rc, const char *what);
 const char *ic_err_text(void);
 
 /* SDK options from the settings (strings borrowed from x->o). */
-void ic_fill_options(ic_ctx *x, immu_client_options *o,
-                     const char *state_dir);
+void ic_fill_options(ic_ctx *x, immu_client_options *o, const char *state_dir);
 
 /* Closes the handle. */
 void ic_disconnect(ic_ctx *x);
 
 /* ---- out.c -------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3))) void ic_errorf(ic_ctx *x,
-                                                     const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) void ic_errorf(ic_ctx *x, const char *fmt,
+                                                     ...);
 __attribute__((format(printf, 1, 2))) void ic_warnf(const char *fmt, ...);
 
 /* "label:" padded to the value column, then the formatted value. */
@@ -161,7 +162,7 @@ typedef struct ic_json {
 } ic_json;
 
 void ic_json_begin(ic_json *j, FILE *f);
-void ic_json_end(ic_json *j); /* writes the final newline */
+void ic_json_end(ic_json *j);                  /* writes the final newline */
 void ic_json_obj(ic_json *j, const char *key); /* key NULL in arrays/top */
 void ic_json_obj_end(ic_json *j);
 void ic_json_arr(ic_json *j, const char *key);

@@ -95,8 +95,8 @@ static int run_line(ic_ctx *x, char *line) {
 
   /* Per-line output flags. */
   int json = x->o.json, value_only = x->o.value_only, nargs = 0;
-  char *sep = x->o.revision_separator ? ic_xstrdup(x->o.revision_separator)
-                                      : NULL;
+  char *sep =
+      x->o.revision_separator ? ic_xstrdup(x->o.revision_separator) : NULL;
   if (ic_parse_flags(x, n, tok, &nargs, 1) == 0 && nargs > 0) {
     if (strcmp(tok[0], "it") == 0 || strcmp(tok[0], "audit-mode") == 0)
       ic_errorf(x, "%s is not available in interactive mode", tok[0]);

@@ -143,8 +143,7 @@ static const opt OPTS[] = {
      "immudb password, plain-text or base64 encoded (prefixed with 'enc:')"},
     {"database", 0, T_STR, 0, F(database), 0, 0, NULL, "string",
      "immudb database to be used"},
-    {"tokenfile", 0, T_STR, 0, F(tokenfile), 0, 0, ".immuclient/token",
-     "file",
+    {"tokenfile", 0, T_STR, 0, F(tokenfile), 0, 0, ".immuclient/token", "file",
      "authentication token file (relative names are under $HOME; "
      "default ~/.immuclient/token)"},
     {"mtls", 'm', T_BOOL, 0, F(mtls), 0, 0, "false", "",
@@ -168,9 +167,8 @@ static const opt OPTS[] = {
      "returning only values for get operations"},
     {"revision-separator", 0, T_STR, 1, F(revision_separator), 0, 0, "@",
      "string", "separator between the key and the revision in get"},
-    {"max-recv-msg-size", 0, T_INT, 0, F(max_recv_msg_size), 0, 1LL << 30,
-     "0", "int",
-     "max message size in bytes the client can receive (0 = 64 MiB)"},
+    {"max-recv-msg-size", 0, T_INT, 0, F(max_recv_msg_size), 0, 1LL << 30, "0",
+     "int", "max message size in bytes the client can receive (0 = 64 MiB)"},
     {"timeout", 0, T_DUR, 0, F(timeout_ms), 0, 0, "0", "duration",
      "deadline of every server call (0 = none)"},
     {"config", 0, T_STR, 0, NOF, 0, 0, NULL, "file",
@@ -192,11 +190,11 @@ static const opt OPTS[] = {
     {"audit-monitoring-host", 0, T_STR, 0, F(audit_monitoring_host), 0, 0,
      "0.0.0.0", "host", "host of the audit's Prometheus/health endpoint"},
     {"audit-monitoring-port", 0, T_INT, 0, F(audit_monitoring_port), 0, 65535,
-     "9477", "int",
-     "port of the audit's Prometheus/health endpoint (0 = off)"},
-    {"audit-verify-values", 0, T_BOOL, 0, NOF, 0, 0, "false", "",
-     "accepted for compatibility (entries are always checked against the "
-     "proven tx)"},
+     "9477", "int", "port of the audit's Prometheus/health endpoint (0 = off)"},
+    {"audit-verify-values", 0, T_BOOL, 0, F(audit_verify_values), 0, 0, "false",
+     "",
+     "re-prove every tx (entries and values) from tx 1 at each round, not "
+     "only the txs committed since the previous round"},
     {"audit-notification-url", 0, T_STR, 0, F(audit_notification_url), 0, 0,
      NULL, "url", "not supported (accepted for compatibility)"},
     {"audit-notification-username", 0, T_STR, 0, NOF, 0, 0, NULL, "string",
@@ -274,8 +272,7 @@ static int set_opt(ic_ctx *x, const opt *o, const char *val,
     char *end = NULL;
     errno = 0;
     long long v = strtoll(val, &end, 10);
-    if (errno != 0 || end == val || *end != '\0' || v < o->min ||
-        v > o->max) {
+    if (errno != 0 || end == val || *end != '\0' || v < o->min || v > o->max) {
       fprintf(stderr,
               "immuclient: %s: invalid value '%s' (an integer in [%lld, "
               "%lld])\n",
@@ -317,9 +314,9 @@ static int apply_env(ic_ctx *x) {
     if (OPTS[i].type == T_HELP || OPTS[i].type == T_VERSION)
       continue;
     for (const char *s = OPTS[i].name; *s && n + 1 < sizeof name; s++)
-      name[n++] = *s == '-' ? '_' : (char)(*s >= 'a' && *s <= 'z'
-                                               ? *s - 'a' + 'A'
-                                               : *s);
+      name[n++] = *s == '-'
+                      ? '_'
+                      : (char)(*s >= 'a' && *s <= 'z' ? *s - 'a' + 'A' : *s);
     name[n] = '\0';
     const char *v = getenv(name);
     if (v == NULL)
@@ -392,8 +389,7 @@ int ic_parse_flags(ic_ctx *x, int argc, char **argv, int *nargs,
               where);
       return IC_EXIT_USAGE;
     }
-    if (o->type == T_BOOL || o->type == T_HELP || o->type == T_VERSION ||
-        (o->off == NOF && o->type == T_BOOL)) {
+    if (o->type == T_BOOL || o->type == T_HELP || o->type == T_VERSION) {
       if (val == NULL)
         val = "true";
     } else if (val == NULL) {
@@ -427,8 +423,7 @@ void ic_usage(FILE *f) {
     const opt *o = &OPTS[i];
     char left[64];
     if (o->shortc)
-      snprintf(left, sizeof left, "-%c, --%s %s", o->shortc, o->name,
-               o->meta);
+      snprintf(left, sizeof left, "-%c, --%s %s", o->shortc, o->name, o->meta);
     else
       snprintf(left, sizeof left, "    --%s %s", o->name, o->meta);
     fprintf(f, "  %-40s %s", left, o->help);
@@ -462,8 +457,8 @@ static void free_opts(ic_opts *o) {
                    &o->audit_notification_url,
                    &o->audit_state_dir};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-    if (*strs[i] != NULL && (strs[i] == &o->password ||
-                             strs[i] == &o->audit_password))
+    if (*strs[i] != NULL &&
+        (strs[i] == &o->password || strs[i] == &o->audit_password))
       memset(*strs[i], 0, strlen(*strs[i]));
     free(*strs[i]);
     *strs[i] = NULL;

@@ -297,8 +297,7 @@ static void plain_entry(const immu_client_entry *e, int verified) {
     ic_line("rev", "%llu", (unsigned long long)e->revision);
   ic_line_bytes("key", e->key, e->key_len);
   if (e->has_referenced_by)
-    ic_line_bytes("reference", e->referenced_by.key,
-                  e->referenced_by.key_len);
+    ic_line_bytes("reference", e->referenced_by.key, e->referenced_by.key_len);
   ic_line_bytes("value", e->value, e->value_len);
   if (verified)
     ic_line("verified", "true");
@@ -404,8 +403,7 @@ static const char *entry_kind(const immu_client_tx_entry *e) {
   }
 }
 
-static void json_tx_fields(ic_json *j, const immu_client_tx *tx,
-                           int verified) {
+static void json_tx_fields(ic_json *j, const immu_client_tx *tx, int verified) {
   char tbuf[64];
   ic_fmt_time(tbuf, sizeof tbuf, tx->header.ts, 1);
   ic_json_u64(j, "tx", tx->header.id);

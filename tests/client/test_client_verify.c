@@ -1554,14 +1554,37 @@ static void test_state_reply(void **state) {
   assert_rc(immu__cli_verify_state_reply(&st, DBNAME, NULL, &out, g_err,
                                          sizeof g_err),
             IMMU_EVERIFY);
-  /* An empty database: nothing to trust, even unsigned. */
+  /* An empty database: its state is {db, 0, H("")}; any other hash is
+   * refused, and with a key configured it must be signed. */
   st.txid = 0;
-  OK(immu__cli_verify_state_reply(&st, DBNAME, fx->verifier, &out, g_err,
+  assert_rc(immu__cli_verify_state_reply(&st, DBNAME, NULL, &out, g_err,
+                                         sizeof g_err),
+            IMMU_EVERIFY); /* the leftover 31-byte hash */
+  st.txhash.data = (uint8_t *)immu_empty_digest.b;
+  st.txhash.len = 32;
+  OK(immu__cli_verify_state_reply(&st, DBNAME, NULL, &out, g_err,
                                   sizeof g_err));
   assert_int_equal(out.tx_id, 0);
+  assert_true(immu_digest_eq(&out.alh, &immu_empty_digest));
+  assert_rc(immu__cli_verify_state_reply(&st, DBNAME, fx->verifier, &out,
+                                         g_err, sizeof g_err),
+            IMMU_EVERIFY); /* unsigned */
+  uint8_t sig0[IMMU_SIG_MAX], pub0[IMMU_PUBKEY_LEN];
+  size_t slen0 = 0;
+  OK(immu_signer_sign_state(fx->signer, DBNAME, strlen(DBNAME), 0,
+                            &immu_empty_digest, sig0, &slen0, pub0));
+  Immudb__Schema__Signature sg = IMMUDB__SCHEMA__SIGNATURE__INIT;
+  sg.signature.data = sig0;
+  sg.signature.len = slen0;
+  sg.publickey.data = pub0;
+  sg.publickey.len = sizeof pub0;
+  st.signature = &sg;
+  OK(immu__cli_verify_state_reply(&st, DBNAME, fx->verifier, &out, g_err,
+                                  sizeof g_err));
   assert_rc(immu__cli_verify_state_reply(&st, "otherdb", fx->verifier, &out,
                                          g_err, sizeof g_err),
             IMMU_EVERIFY);
+  st.signature = NULL;
 }
 
 static void hex_eq(const uint8_t *p, size_t n, const char *hex) {
