@@ -49,7 +49,7 @@
     int rc_ = (expr);                                                          \
     int want_ = (want);                                                        \
     if (rc_ != want_) {                                                        \
-      fail_msg("%s = %d (%s), want %d (%s)", #expr, rc_, immu_err_name(rc_),  \
+      fail_msg("%s = %d (%s), want %d (%s)", #expr, rc_, immu_err_name(rc_),   \
                want_, immu_err_name(want_));                                   \
     }                                                                          \
   } while (0)
@@ -67,7 +67,9 @@ static uint64_t rnd(void) {
   return z ^ (z >> 31);
 }
 
-static size_t rnd_below(size_t n) { return (size_t)(rnd() % n); }
+static size_t rnd_below(size_t n) {
+  return (size_t)(rnd() % n);
+}
 
 static immu_index_env *g_env;
 
@@ -262,8 +264,7 @@ static void test_apply_revisions(void **state) {
         assert_rc(immu__index_get_revision(ix, key, 3 + (k & 1), r, &e), 0);
         assert_int_equal(e.revision, r);
       }
-      assert_rc(immu__index_get_revision(ix, key, 3 + (k & 1), revs[k] + 1,
-                                         &e),
+      assert_rc(immu__index_get_revision(ix, key, 3 + (k & 1), revs[k] + 1, &e),
                 IMMU_ENOTFOUND);
       assert_rc(immu__index_get_revision(ix, key, 3 + (k & 1), 0, &e),
                 IMMU_ENOTFOUND);
@@ -357,9 +358,9 @@ static void test_history(void **state) {
   /* unknown key; aborting callback */
   c.n = 0;
   c.limit = 0;
-  assert_rc(immu__index_history(ix, (const uint8_t *)"\x00" "b", 2, 0, 0,
-                                collect_cb, &c),
-            0);
+  assert_rc(
+      immu__index_history(ix, (const uint8_t *)"\0b", 2, 0, 0, collect_cb, &c),
+      0);
   assert_int_equal(c.n, 0);
   c.cap = 2;
   assert_rc(immu__index_history(ix, ka, sizeof ka, 0, 0, collect_cb, &c),
@@ -718,8 +719,8 @@ static void test_zscan_model(void **state) {
     }
     c.n = 0;
     c.limit = limit;
-    assert_rc(immu__index_zscan(ix, (const uint8_t *)zsets[set],
-                                zset_len[set], min, min_excl, max, max_excl,
+    assert_rc(immu__index_zscan(ix, (const uint8_t *)zsets[set], zset_len[set],
+                                min, min_excl, max, max_excl,
                                 seek ? sk.k : NULL, sk.kl, sk.score, sk.at_tx,
                                 desc, zcollect_cb, &c),
               0);
@@ -755,8 +756,8 @@ static void test_zscan_model(void **state) {
     assert_int_equal(cnt, nm);
   }
   /* NaN bounds are refused */
-  assert_rc(immu__index_zscan(ix, (const uint8_t *)"s", 1, NAN, 0, 1.0, 0,
-                              NULL, 0, 0, 0, 0, zcollect_cb, &c),
+  assert_rc(immu__index_zscan(ix, (const uint8_t *)"s", 1, NAN, 0, 1.0, 0, NULL,
+                              0, 0, 0, 0, zcollect_cb, &c),
             IMMU_EINVAL);
 
   free(c.got);
@@ -844,8 +845,8 @@ static int inline_cb(void *arg, const immu_index_entry *e) {
   if (e->has_inline != want)
     (*bad)++;
   else if (want && e->vlen > 0 &&
-           (e->inline_value == NULL ||
-            e->inline_value[e->vlen - 1] != (uint8_t)(e->tx * 31 + e->vlen - 1)))
+           (e->inline_value == NULL || e->inline_value[e->vlen - 1] !=
+                                           (uint8_t)(e->tx * 31 + e->vlen - 1)))
     (*bad)++;
   return 0;
 }
@@ -862,36 +863,31 @@ static void test_inline(void **state) {
     make_dir(dir, sizeof dir);
     ix = open_ix(dir, lim ? 16 : 0);
     batch_init(&b, 8);
-    batch_add(&b, (const uint8_t *)"\x00" "a", 2, 1, 0, 0);
-    batch_add(&b, (const uint8_t *)"\x00" "b", 2, 1, 1, 16);
-    batch_add(&b, (const uint8_t *)"\x00" "c", 2, 1, 2, 17);
+    batch_add(&b, (const uint8_t *)"\0a", 2, 1, 0, 0);
+    batch_add(&b, (const uint8_t *)"\0b", 2, 1, 1, 16);
+    batch_add(&b, (const uint8_t *)"\0c", 2, 1, 2, 17);
     b.kv[2].value = NULL; /* above the limit: may be NULL */
-    batch_add(&b, (const uint8_t *)"\x00" "d", 2, 1, 3, 5);
-    batch_add(&b, (const uint8_t *)"\x00" "d", 2, 2, 0, 40);
+    batch_add(&b, (const uint8_t *)"\0d", 2, 1, 3, 5);
+    batch_add(&b, (const uint8_t *)"\0d", 2, 2, 0, 40);
     assert_rc(immu__index_apply(ix, 1, 2, b.kv, b.n), 0);
 
-    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00" "a", 2, &e),
-              0);
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\0a", 2, &e), 0);
     assert_int_equal(e.has_inline, lim);
-    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00" "b", 2, &e),
-              0);
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\0b", 2, &e), 0);
     assert_int_equal(e.has_inline, lim);
     if (lim) {
       assert_int_equal(e.vlen, 16);
       assert_memory_equal(e.inline_value, b.vbuf[1], 16);
     }
-    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00" "c", 2, &e),
-              0);
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\0c", 2, &e), 0);
     assert_int_equal(e.has_inline, 0);
     assert_int_equal(e.vlen, 17);
     assert_int_equal(e.vpos, 1002);
-    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00" "d", 2, &e),
-              0);
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\0d", 2, &e), 0);
     assert_int_equal(e.has_inline, 0);
     assert_int_equal(e.revision, 2);
     /* 'h' rows never inline */
-    assert_rc(immu__index_get_revision(ix, (const uint8_t *)"\x00" "d", 2, 1,
-                                       &e),
+    assert_rc(immu__index_get_revision(ix, (const uint8_t *)"\0d", 2, 1, &e),
               0);
     assert_int_equal(e.has_inline, 0);
     assert_int_equal(e.vlen, 5);
@@ -1076,8 +1072,8 @@ static void *reader(void *arg) {
     }
     if (++n % 16 == 0) {
       uint64_t tx = 0;
-      if (immu__index_scan(s->ix, (const uint8_t *)"\x00" "c", 2, NULL, 0, 0,
-                           NULL, 0, 0, n % 32 == 0, cscan_cb, &tx) != 0)
+      if (immu__index_scan(s->ix, (const uint8_t *)"\0c", 2, NULL, 0, 0, NULL,
+                           0, 0, n % 32 == 0, cscan_cb, &tx) != 0)
         atomic_fetch_add(&s->errors, 1);
     }
   }
@@ -1118,10 +1114,101 @@ static void test_concurrent(void **state) {
     pthread_join(th[i], NULL);
   assert_int_equal(atomic_load(&s.errors), 0);
   assert_true(atomic_load(&s.reads) > 0);
-  check_latest(s.ix, (const uint8_t *)"\x00" "c\x03", 3, CTXS, CTXS);
+  check_latest(s.ix, (const uint8_t *)"\0c\x03", 3, CTXS, CTXS);
 
   batch_free(&b);
   immu__index_close(s.ix);
+  assert_rc(immu__index_destroy(g_env, dir), 0);
+  remove_dir(dir);
+}
+
+/* ---- allocation failures ---- */
+
+static int count_cb(void *arg, const immu_index_entry *e) {
+  (void)e;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static int zcount_cb(void *arg, const immu_index_zmember *m) {
+  (void)m;
+  (*(int *)arg)++;
+  return 0;
+}
+
+/* Runs |expr| failing our |i|-th allocation for i = 0, 1, ... until it
+ * succeeds; every failure must be IMMU_ENOMEM. */
+#define OOM_LOOP(expr)                                                         \
+  do {                                                                         \
+    int orc_;                                                                  \
+    for (long oi_ = 0;; oi_++) {                                               \
+      assert_true(oi_ < 1000);                                                 \
+      immu__mem_fail_after(oi_, 0);                                            \
+      orc_ = (expr);                                                           \
+      immu__mem_fail_after(-1, 0);                                             \
+      if (orc_ == 0)                                                           \
+        break;                                                                 \
+      assert_rc(orc_, IMMU_ENOMEM);                                            \
+    }                                                                          \
+  } while (0)
+
+static void test_oom(void **state) {
+  char dir[512];
+  immu_index *ix = NULL;
+  batch b;
+  uint8_t longkey[300];
+  immu_index_entry e = {0};
+  uint64_t cnt;
+  int n;
+  zm z = {0};
+  (void)state;
+
+  make_dir(dir, sizeof dir);
+  OOM_LOOP(immu__index_open(g_env, dir, 64, &ix, NULL));
+  batch_init(&b, 8);
+  memset(longkey, 0, sizeof longkey);
+  longkey[299] = 'k';
+  b.n = 0;
+  for (uint64_t tx = 1; tx <= 2; tx++) {
+    batch_add(&b, (const uint8_t *)"\0a", 2, tx, 0, 10);
+    z.score = -1.0;
+    z.k[0] = 'a';
+    z.kl = 1;
+    zadd(&b, &z, tx, 1);
+  }
+  /* a key longer than the stack buffers, with 0x00 bytes to escape */
+  b.kv[b.n] = b.kv[0];
+  b.kv[b.n].key = longkey;
+  b.kv[b.n].klen = sizeof longkey;
+  b.kv[b.n].tx = 2;
+  b.kv[b.n].idx = 2;
+  b.n++;
+  OOM_LOOP(immu__index_apply(ix, 1, 2, b.kv, b.n));
+  assert_int_equal(immu__index_last_tx(ix), 2);
+
+  OOM_LOOP(immu__index_get_latest(ix, (const uint8_t *)"\0a", 2, &e));
+  assert_int_equal(e.revision, 2);
+  assert_true(e.has_inline);
+  immu__index_entry_clear(&e);
+  OOM_LOOP(immu__index_get_latest(ix, longkey, sizeof longkey, &e));
+  OOM_LOOP(immu__index_get_revision(ix, longkey, sizeof longkey, 1, &e));
+  immu__index_entry_clear(&e);
+  n = 0;
+  OOM_LOOP((n = 0, immu__index_history(ix, longkey, sizeof longkey, 0, 1,
+                                       count_cb, &n)));
+  assert_int_equal(n, 1);
+  OOM_LOOP((n = 0, immu__index_scan(ix, NULL, 0, longkey, sizeof longkey, 1,
+                                    NULL, 0, 0, 0, count_cb, &n)));
+  assert_int_equal(n, 3); /* longkey, "\0a" and the ZAdd key (0x01...) */
+  OOM_LOOP((n = 0, immu__index_zscan(ix, (const uint8_t *)"s", 1, -INFINITY, 0,
+                                     INFINITY, 0, longkey, sizeof longkey, -2.0,
+                                     0, 0, zcount_cb, &n)));
+  assert_int_equal(n, 1);
+  OOM_LOOP(immu__index_count(ix, (const uint8_t *)"\0a", 2, &cnt));
+  assert_int_equal(cnt, 1);
+
+  batch_free(&b);
+  immu__index_close(ix);
   assert_rc(immu__index_destroy(g_env, dir), 0);
   remove_dir(dir);
 }
@@ -1164,6 +1251,7 @@ int main(void) {
       cmocka_unit_test(test_metadata),
       cmocka_unit_test(test_corrupt),
       cmocka_unit_test(test_concurrent),
+      cmocka_unit_test(test_oom),
       cmocka_unit_test(test_destroy),
   };
   rng_state = seed ? strtoull(seed, NULL, 0) : 0x1dbc0ffee;
