@@ -2012,12 +2012,22 @@ static void test_permissions(void **state) {
                                  "streamSet",
                                  "streamVerifiableSet",
                                  "streamExecAll"};
+  /* moving whole txs (backup, restore) needs admin on the database */
+  static const char *admins[] = {"exportTx", "replicateTx"};
   immu_grpc_call *c;
 
   set1(fx, "p", "q");
   /* every method of the table is covered here */
   assert_int_equal(immu__svc_kv_nmethods, sizeof reads / sizeof *reads +
-                                              sizeof writes / sizeof *writes);
+                                              sizeof writes / sizeof *writes +
+                                              sizeof admins / sizeof *admins);
+  set_perm(fx, IMMU_PERM_READWRITE);
+  for (size_t i = 0; i < sizeof admins / sizeof *admins; i++) {
+    c = rpc(fx, admins[i], NULL);
+    expect_status(c, IMMU_GRPC_PERMISSION_DENIED, NULL);
+    assert_int_equal(c->nsent, 0);
+    call_free(c);
+  }
   set_perm(fx, IMMU_PERM_NONE);
   for (size_t i = 0; i < sizeof reads / sizeof *reads; i++) {
     c = rpc(fx, reads[i], NULL);
