@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,9 +133,10 @@ static int header_read(FILE *fp, bk_header *h, char *err, size_t el) {
   uint8_t buf[BK_HEADER_MAX];
   memset(h, 0, sizeof *h);
   if (fread(buf, 1, 12, fp) != 12) {
-    snprintf(err, el, "%s", ferror(fp) ? strerror(errno)
-                                       : "the file is too short to be a "
-                                         "backup");
+    snprintf(err, el, "%s",
+             ferror(fp) ? strerror(errno)
+                        : "the file is too short to be a "
+                          "backup");
     return ferror(fp) ? -EIO : IMMU_ECORRUPT;
   }
   if (memcmp(buf, BK_MAGIC, 8) != 0) {
@@ -225,6 +227,8 @@ typedef struct chain {
   FILE *nodes;
   immu_ahtree *tree;
   int strict; /* BlTxID must be id - 1 (what replicateTx requires) */
+  /* Largest key, value and entry count seen (restore's hints). */
+  size_t max_klen, max_vlen, max_entries;
 } chain;
 
 static int chain_init(chain *ch, int strict, char *err, size_t el) {
@@ -299,8 +303,8 @@ static int chain_feed(chain *ch, const uint8_t *f, size_t len, char *err,
   }
   uint64_t bl = r.hdr.bl_tx_id;
   if (bl >= id || bl < ch->last_bl || (ch->strict && bl != id - 1)) {
-    snprintf(err, el, "tx %" PRIu64 ": BlTxID %" PRIu64 " is not valid%s",
-             id, bl, ch->strict ? " (must be the previous tx)" : "");
+    snprintf(err, el, "tx %" PRIu64 ": BlTxID %" PRIu64 " is not valid%s", id,
+             bl, ch->strict ? " (must be the previous tx)" : "");
     rc = IMMU_ECORRUPT;
     goto out;
   }
@@ -333,6 +337,14 @@ static int chain_feed(chain *ch, const uint8_t *f, size_t len, char *err,
              immu_strerror(rc));
     goto out;
   }
+  for (uint32_t i = 0; i < r.hdr.nentries; i++) {
+    if (r.entries[i].klen > ch->max_klen)
+      ch->max_klen = r.entries[i].klen;
+    if (r.entries[i].vlen > ch->max_vlen)
+      ch->max_vlen = r.entries[i].vlen;
+  }
+  if (r.hdr.nentries > ch->max_entries)
+    ch->max_entries = r.hdr.nentries;
   ch->prev = r.alh;
   ch->last_bl = bl;
   ch->next++;
@@ -369,8 +381,7 @@ static int frame_next(FILE *fp, frame_buf *b, size_t *len, uint64_t id,
   }
   size_t flen;
   if (immu__txrec_frame_len(head, sizeof head, BK_FRAME_MAX, &flen) != 0) {
-    snprintf(err, el, "tx %" PRIu64 ": not a tx record (bad frame header)",
-             id);
+    snprintf(err, el, "tx %" PRIu64 ": not a tx record (bad frame header)", id);
     return IMMU_ECORRUPT;
   }
   if (flen > b->cap) {
@@ -395,7 +406,8 @@ static int frame_next(FILE *fp, frame_buf *b, size_t *len, uint64_t id,
  * header, that there are exactly h->ntx of them and that the last Alh is
  * the header's. Returns 0 or an error with a message. */
 static int verify_file_frames(FILE *fp, const bk_header *h, int strict,
-                              int progress, char *err, size_t el) {
+                              int progress, size_t maxima[3], char *err,
+                              size_t el) {
   chain ch;
   frame_buf fb = {NULL, 0};
   ia_progress pg;
@@ -434,6 +446,11 @@ static int verify_file_frames(FILE *fp, const bk_header *h, int strict,
              h->ntx);
     rc = IMMU_ECORRUPT;
   }
+  if (maxima != NULL) {
+    maxima[0] = ch.max_klen;
+    maxima[1] = ch.max_vlen;
+    maxima[2] = ch.max_entries;
+  }
   free(fb.p);
   chain_free(&ch);
   return rc;
@@ -463,6 +480,67 @@ static int write_all(FILE *fp, const void *p, size_t n) {
   return n == 0 || fwrite(p, 1, n, fp) == n ? 0 : -1;
 }
 
+/* Export pipeline: PF_WORKERS threads keep up to PF_WINDOW exportTx calls
+ * in flight on the (multiplexed) connection, ahead of the consumer, which
+ * takes the txs strictly in order. Each worker uses a copy of the
+ * connection struct (shared transport and token, its own error fields). */
+#define PF_WORKERS 4
+#define PF_WINDOW 64
+
+typedef struct pf_slot {
+  uint64_t id; /* 0 = empty */
+  uint8_t *f;
+  size_t len;
+  int rc;
+  char err[IA_ERRLEN];
+} pf_slot;
+
+typedef struct prefetch {
+  uint64_t n;        /* last id */
+  uint64_t next;     /* next id to claim */
+  uint64_t consumed; /* ids up to this one are taken */
+  int stop;
+  pf_slot slots[PF_WINDOW];
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} prefetch;
+
+typedef struct pf_worker_arg {
+  prefetch *p;
+  ia_conn local; /* a copy: transport and token borrowed, read-only */
+} pf_worker_arg;
+
+static void *pf_worker(void *arg) {
+  pf_worker_arg *wa = arg;
+  prefetch *p = wa->p;
+  ia_conn *local = &wa->local;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->stop && p->next <= p->n && p->next > p->consumed + PF_WINDOW)
+      pthread_cond_wait(&p->cv, &p->mu);
+    if (p->stop || p->next > p->n)
+      break;
+    uint64_t id = p->next++;
+    pthread_mutex_unlock(&p->mu);
+    uint8_t *f = NULL;
+    size_t len = 0;
+    int rc = ia_export_tx(local, id, &f, &len);
+    pthread_mutex_lock(&p->mu);
+    pf_slot *s = &p->slots[id % PF_WINDOW];
+    s->id = id;
+    s->f = f;
+    s->len = len;
+    s->rc = rc;
+    if (rc != 0)
+      snprintf(s->err, sizeof s->err, "%s", local->err);
+    pthread_cond_broadcast(&p->cv);
+    if (rc != 0)
+      break; /* the consumer stops at this tx */
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
 /* Exports txs 1..h->ntx of the selected database, verifying each, to |out|
  * (NULL: verify only). On failure prints the reason; returns an exit
  * status. *bytes (may be NULL) = bytes written. */
@@ -474,16 +552,50 @@ static int export_range(ia_conn *c, const bk_header *h, FILE *out,
   char err[IA_ERRLEN];
   uint64_t total = 0;
   int rc, ex = IA_EXIT_OK;
+  prefetch *p;
+  pthread_t th[PF_WORKERS];
+  pf_worker_arg *wa;
+  size_t nth = 0;
 
   if ((rc = chain_init(&ch, 0, err, sizeof err)) != 0) {
     ia_errorf("%s", err);
     return IA_EXIT_FAIL;
   }
+  p = ia_xmalloc(sizeof *p);
+  memset(p, 0, sizeof *p);
+  p->n = h->ntx;
+  p->next = 1;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  wa = ia_xmalloc(PF_WORKERS * sizeof *wa);
+  for (size_t i = 0; i < PF_WORKERS; i++) {
+    wa[i].p = p;
+    wa[i].local = *c; /* copied before any thread runs */
+  }
+  for (; nth < PF_WORKERS && nth < h->ntx; nth++)
+    if (pthread_create(&th[nth], NULL, pf_worker, &wa[nth]) != 0)
+      break;
+  if (nth == 0 && h->ntx > 0) {
+    ia_errorf("cannot start a thread");
+    ex = IA_EXIT_FAIL;
+    goto out;
+  }
   ia_progress_start(&pg, progress, label, h->ntx);
   for (uint64_t id = 1; id <= h->ntx; id++) {
-    uint8_t *f = NULL;
-    size_t len = 0;
-    rc = ia_export_tx(c, id, &f, &len);
+    pf_slot *s = &p->slots[id % PF_WINDOW];
+    pthread_mutex_lock(&p->mu);
+    while (s->id != id)
+      pthread_cond_wait(&p->cv, &p->mu);
+    uint8_t *f = s->f;
+    size_t len = s->len;
+    rc = s->rc;
+    if (rc != 0)
+      snprintf(c->err, sizeof c->err, "%s", s->err);
+    s->id = 0;
+    s->f = NULL;
+    p->consumed = id;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
     if (rc != 0) {
       ia_progress_end(&pg);
       if (rc == IMMU_ECORRUPT)
@@ -520,6 +632,18 @@ static int export_range(ia_conn *c, const bk_header *h, FILE *out,
     ex = IA_EXIT_INTEGRITY;
   }
 out:
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < nth; i++)
+    pthread_join(th[i], NULL);
+  free(wa);
+  for (size_t i = 0; i < PF_WINDOW; i++)
+    free(p->slots[i].f);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
   if (bytes != NULL)
     *bytes = total;
   chain_free(&ch);
@@ -606,12 +730,12 @@ static int backup_or_dump(const ia_opts *o, int argc, int is_dump) {
   char db[256], path[4096], tmp[4200], hex[65], size[32];
   uint8_t hbuf[BK_HEADER_MAX];
   FILE *out = NULL;
-  int to_stdout = 0, ex;
+  int to_stdout = 0, direct = 1, ex;
   uint64_t bytes = 0;
 
   if (argc != 0) {
-    ia_errorf("usage: immuadmin %s [-d DATABASE] [-o FILE] [--at-tx N]%s",
-              cmd, is_dump ? "" : " [--force]");
+    ia_errorf("usage: immuadmin %s [-d DATABASE] [-o FILE] [--at-tx N]%s", cmd,
+              is_dump ? "" : " [--force]");
     return IA_EXIT_USAGE;
   }
   if ((ex = open_db(&c, o, db, sizeof db)) != 0)
@@ -629,16 +753,20 @@ static int backup_or_dump(const ia_opts *o, int argc, int is_dump) {
     else
       snprintf(path, sizeof path, "%s-%" PRIu64 ".immubak", db, h.ntx);
     struct stat st;
-    if (!is_dump && !o->force && stat(path, &st) == 0) {
+    int exists = stat(path, &st) == 0;
+    if (!is_dump && !o->force && exists && S_ISREG(st.st_mode)) {
       ia_errorf("%s already exists (use --force to overwrite it)", path);
       ex = IA_EXIT_FAIL;
       goto out_conn;
     }
-    if (is_dump) {
+    /* A backup is published atomically (temp file + rename), unless the
+     * target is not a regular file (/dev/null, a FIFO): then it is written
+     * in place, as a dump always is. */
+    direct = is_dump || (exists && !S_ISREG(st.st_mode));
+    if (direct)
       snprintf(tmp, sizeof tmp, "%s", path);
-    } else {
+    else
       snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || (out = fdopen(fd, "w")) == NULL) {
       ia_errorf("cannot create %s: %s", tmp, strerror(errno));
@@ -662,7 +790,8 @@ static int backup_or_dump(const ia_opts *o, int argc, int is_dump) {
                     what, &bytes);
   if (ex != 0)
     goto out_file;
-  if (fflush(out) != 0 || (!to_stdout && fsync(fileno(out)) != 0)) {
+  if (fflush(out) != 0 ||
+      (!to_stdout && fsync(fileno(out)) != 0 && errno != EINVAL)) {
     ia_errorf("write error on %s: %s", path, strerror(errno));
     ex = IA_EXIT_FAIL;
     goto out_file;
@@ -670,12 +799,13 @@ static int backup_or_dump(const ia_opts *o, int argc, int is_dump) {
   if (!to_stdout) {
     int bad = fclose(out) != 0;
     out = NULL;
-    if (bad || (!is_dump && rename(tmp, path) != 0)) {
+    if (bad || (!direct && rename(tmp, path) != 0)) {
       ia_errorf("cannot write %s: %s", path, strerror(errno));
       ex = IA_EXIT_FAIL;
       goto out_file;
     }
-    fsync_dir_of(path);
+    if (!direct)
+      fsync_dir_of(path);
   }
   immu_digest_hex(&h.alh, hex);
   ia_bytes(bytes + hl, size, sizeof size);
@@ -688,8 +818,11 @@ static int backup_or_dump(const ia_opts *o, int argc, int is_dump) {
 out_file:
   if (out != NULL && !to_stdout)
     fclose(out);
-  if (ex != 0 && !to_stdout)
-    unlink(tmp);
+  if (ex != 0 && !to_stdout && (!direct || is_dump)) {
+    struct stat st;
+    if (stat(tmp, &st) == 0 && S_ISREG(st.st_mode))
+      unlink(tmp);
+  }
 out_conn:
   ia_close(&c);
   return ex;
@@ -771,8 +904,7 @@ static int replicate_all(ia_conn *c, FILE *fp, const bk_header *h,
         !immu_digest_eq(&r.hdr.prev_alh, &prev)) {
       immu__txrec_free(&r); /* decode zeroes |r| first: always safe */
       ia_progress_end(&pg);
-      ia_errorf("the backup file changed while restoring (tx %" PRIu64 ")",
-                id);
+      ia_errorf("the backup file changed while restoring (tx %" PRIu64 ")", id);
       ex = IA_EXIT_INTEGRITY;
       goto out;
     }
@@ -796,16 +928,15 @@ static int replicate_all(ia_conn *c, FILE *fp, const bk_header *h,
     if (rc != 0) {
       ia_progress_end(&pg);
       ia_conn_error(c,
-                    "restore into '%s' stopped at tx %" PRIu64 " (txs 1..%" PRIu64
-                    " are restored)",
+                    "restore into '%s' stopped at tx %" PRIu64
+                    " (txs 1..%" PRIu64 " are restored)",
                     target, id, id - 1);
       ex = ia_exit_for(rc);
       goto out;
     }
     if (got != id) {
       ia_progress_end(&pg);
-      ia_errorf("the server committed tx %" PRIu64 " for tx %" PRIu64, got,
-                id);
+      ia_errorf("the server committed tx %" PRIu64 " for tx %" PRIu64, got, id);
       ex = IA_EXIT_FAIL;
       goto out;
     }
@@ -815,6 +946,64 @@ static int replicate_all(ia_conn *c, FILE *fp, const bk_header *h,
 out:
   free(fb.p);
   return ex;
+}
+
+/* Refuses a target whose limits are below what the backup needs (keys,
+ * values and entries as stored, which is what replicateTx checks); a
+ * database this restore just created is deleted again. Returns 0 or an
+ * exit status. */
+static int check_limits(ia_conn *c, const char *target, const size_t maxima[3],
+                        int created) {
+  Immudb__Schema__DatabaseSettingsRequest req =
+      IMMUDB__SCHEMA__DATABASE_SETTINGS_REQUEST__INIT;
+  Immudb__Schema__DatabaseSettingsResponse *r = NULL;
+  int rc = ia_call(c, "GetDatabaseSettingsV2", &req.base,
+                   &immudb__schema__database_settings_response__descriptor,
+                   (ProtobufCMessage **)&r);
+  if (rc == IMMU_EUNSUPPORTED)
+    return 0; /* replicateTx will tell */
+  if (rc != 0) {
+    ia_conn_error(c, "cannot read the settings of database '%s'", target);
+    return ia_exit_for(rc);
+  }
+  const Immudb__Schema__DatabaseNullableSettings *st = r->settings;
+  const char *what = NULL;
+  size_t need = 0, have = 0;
+  if (st != NULL && st->maxkeylen && maxima[0] > st->maxkeylen->value) {
+    what = "--max-key-len";
+    need = maxima[0];
+    have = st->maxkeylen->value;
+  } else if (st != NULL && st->maxvaluelen &&
+             maxima[1] > st->maxvaluelen->value) {
+    what = "--max-value-len";
+    need = maxima[1];
+    have = st->maxvaluelen->value;
+  } else if (st != NULL && st->maxtxentries &&
+             maxima[2] > st->maxtxentries->value) {
+    what = "--max-tx-entries";
+    need = maxima[2];
+    have = st->maxtxentries->value;
+  }
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  if (what == NULL)
+    return 0;
+  if (created) {
+    Immudb__Schema__UnloadDatabaseRequest ur =
+        IMMUDB__SCHEMA__UNLOAD_DATABASE_REQUEST__INIT;
+    Immudb__Schema__DeleteDatabaseRequest dr =
+        IMMUDB__SCHEMA__DELETE_DATABASE_REQUEST__INIT;
+    ur.database = dr.database = (char *)(uintptr_t)target;
+    if (ia_call(c, "UnloadDatabase", &ur.base, NULL, NULL) != 0 ||
+        ia_call(c, "DeleteDatabase", &dr.base, NULL, NULL) != 0)
+      fprintf(stderr,
+              "immuadmin: warning: cannot remove the empty database '%s' "
+              "again: %s\n",
+              target, c->err);
+  }
+  ia_errorf("database '%s' cannot hold the backup: it needs %s %zu or more "
+            "(the database has %zu); nothing was restored",
+            target, what, need, have);
+  return IA_EXIT_FAIL;
 }
 
 int ia_cmd_restore(const ia_opts *o, int argc, char **argv) {
@@ -839,7 +1028,8 @@ int ia_cmd_restore(const ia_opts *o, int argc, char **argv) {
   long data_off = ftell(fp);
   int progress = !o->no_progress && isatty(STDOUT_FILENO);
   /* Pass 1: the whole chain, before anything is created. */
-  rc = verify_file_frames(fp, &h, 1, progress, err, sizeof err);
+  size_t maxima[3] = {0, 0, 0};
+  rc = verify_file_frames(fp, &h, 1, progress, maxima, err, sizeof err);
   if (rc != 0) {
     ia_errorf("%s does not verify: %s; nothing was restored", path, err);
     fclose(fp);
@@ -864,26 +1054,19 @@ int ia_cmd_restore(const ia_opts *o, int argc, char **argv) {
     ex = IA_EXIT_FAIL;
     goto out;
   }
-  if (rc == 0) {
-    Immudb__Schema__CreateDatabaseRequest req =
-        IMMUDB__SCHEMA__CREATE_DATABASE_REQUEST__INIT;
-    Immudb__Schema__CreateDatabaseResponse *r = NULL;
-    req.name = target;
-    rc = ia_call(&c, "CreateDatabaseV2", &req.base,
-                 &immudb__schema__create_database_response__descriptor,
-                 (ProtobufCMessage **)&r);
-    if (rc != 0) {
-      ia_conn_error(&c, "cannot create database '%s'", target);
-      ex = ia_exit_for(rc);
-      goto out;
-    }
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+  int created = rc == 0;
+  if (created && (rc = ia_create_database(&c, o, target)) != 0) {
+    ia_conn_error(&c, "cannot create database '%s'", target);
+    ex = ia_exit_for(rc);
+    goto out;
   }
   if ((rc = ia_use_database(&c, target)) != 0) {
     ia_conn_error(&c, "cannot use database '%s'", target);
     ex = ia_exit_for(rc);
     goto out;
   }
+  if ((ex = check_limits(&c, target, maxima, created)) != 0)
+    goto out;
   uint64_t have;
   immu_digest have_alh;
   if ((rc = ia_current_state(&c, &have, &have_alh)) != 0) {
@@ -892,8 +1075,8 @@ int ia_cmd_restore(const ia_opts *o, int argc, char **argv) {
     goto out;
   }
   if (have > h.ntx) {
-    ia_errorf("database '%s' is ahead of the backup (tx %" PRIu64
-              " > %" PRIu64 "); nothing was restored",
+    ia_errorf("database '%s' is ahead of the backup (tx %" PRIu64 " > %" PRIu64
+              "); nothing was restored",
               target, have, h.ntx);
     ex = IA_EXIT_FAIL;
     goto out;
@@ -904,8 +1087,17 @@ int ia_cmd_restore(const ia_opts *o, int argc, char **argv) {
     goto out;
   }
   ex = replicate_all(&c, fp, &h, have, &have_alh, target, progress);
-  if (ex != 0)
+  if (ex != 0) {
+    if (c.status == IMMU__GRPC_INVALID_ARGUMENT ||
+        c.status == IMMU__GRPC_RESOURCE_EXHAUSTED)
+      fprintf(stderr,
+              "immuadmin: hint: the backup holds keys of up to %zu bytes, "
+              "values of up to %zu bytes and up to %zu entries per tx; a "
+              "target created with smaller limits cannot take them (see "
+              "--max-key-len, --max-value-len, --max-tx-entries)\n",
+              maxima[0], maxima[1], maxima[2]);
     goto out;
+  }
   uint64_t n;
   immu_digest alh;
   if ((rc = ia_current_state(&c, &n, &alh)) != 0) {
@@ -953,15 +1145,15 @@ int ia_cmd_verify(const ia_opts *o, int argc, char **argv) {
       return IA_EXIT_FAIL;
     rc = header_read(fp, &h, err, sizeof err);
     if (rc == 0)
-      rc = verify_file_frames(fp, &h, 0, progress, err, sizeof err);
+      rc = verify_file_frames(fp, &h, 0, progress, NULL, err, sizeof err);
     fclose(fp);
     if (rc != 0) {
       ia_errorf("verification of %s FAILED: %s", o->file, err);
       return ia_exit_for(rc);
     }
     immu_digest_hex(&h.alh, hex);
-    printf("backup %s verified: database '%s', txs 1..%" PRIu64
-           "\nAlh(%" PRIu64 ") = %s\n",
+    printf("backup %s verified: database '%s', txs 1..%" PRIu64 "\nAlh(%" PRIu64
+           ") = %s\n",
            o->file, h.db, h.ntx, h.ntx, hex);
     return IA_EXIT_OK;
   }

@@ -130,11 +130,14 @@ int ia_export_tx(ia_conn *c, uint64_t tx, uint8_t **frame, size_t *len);
 
 /* replicateTx: |frame| cut into Chunk messages; *id (may be NULL) = the
  * committed tx id of the returned header. */
-int ia_replicate_tx(ia_conn *c, const uint8_t *frame, size_t len,
-                    uint64_t *id);
+int ia_replicate_tx(ia_conn *c, const uint8_t *frame, size_t len, uint64_t *id);
 
 /* CurrentState of the selected database: *tx_id and *alh. */
 int ia_current_state(ia_conn *c, uint64_t *tx_id, immu_digest *alh);
+
+/* CreateDatabaseV2{name} with the --max-key-len / --max-value-len /
+ * --max-tx-entries settings when given. Returns 0 or an IMMU_E* code. */
+int ia_create_database(ia_conn *c, const ia_opts *o, const char *name);
 
 /* 1 if database |name| exists (DatabaseListV2), 0 if not, < 0 error. */
 int ia_database_exists(ia_conn *c, const char *name);

@@ -70,25 +70,30 @@ static const flagdef FLAGS[] = {
      "server name to verify the server certificate against"},
     {"certificate", 0, F_STR, 1, NULL, "client certificate file (mTLS)"},
     {"pkey", 0, F_STR, 1, NULL, "client private key file (mTLS)"},
-    {"clientcas", 0, F_STR, 1, NULL, "CA bundle that signed the server's "
-                                     "certificate"},
+    {"clientcas", 0, F_STR, 1, NULL,
+     "CA bundle that signed the server's "
+     "certificate"},
     {"metrics-port", 0, F_INT, 1, "9497", "the server's metrics port (stats)"},
     {"timeout", 0, F_INT, 1, "60", "per-call timeout in seconds (0 = none)"},
-    {"output", 'o', F_STR, 0, NULL, "output file (backup, dump; \"-\" = "
-                                    "stdout for dump)"},
+    {"output", 'o', F_STR, 0, NULL,
+     "output file (backup, dump; \"-\" = "
+     "stdout for dump)"},
     {"file", 0, F_STR, 0, NULL, "backup file to check offline (verify)"},
     {"force", 0, F_BOOL, 0, "false",
      "overwrite the backup file; restore into an existing database"},
-    {"at-tx", 0, F_INT, 0, "0", "backup/dump up to this tx (default: the "
-                                "current state)"},
+    {"at-tx", 0, F_INT, 0, "0",
+     "backup/dump up to this tx (0 = the current "
+     "state)"},
     {"yes", 'y', F_BOOL, 0, "false", "do not ask for confirmation"},
     {"text", 't', F_BOOL, 0, "false", "stats: text instead of the live view"},
     {"raw", 'r', F_BOOL, 0, "false", "stats: the raw Prometheus text"},
     {"no-progress", 0, F_BOOL, 1, "false", "never draw progress bars"},
-    {"max-key-len", 0, F_INT, 0, NULL, "database create: max key length"},
-    {"max-value-len", 0, F_INT, 0, NULL, "database create: max value length"},
+    {"max-key-len", 0, F_INT, 0, NULL,
+     "database create, restore: max key length of the new database"},
+    {"max-value-len", 0, F_INT, 0, NULL,
+     "database create, restore: max value length of the new database"},
     {"max-tx-entries", 0, F_INT, 0, NULL,
-     "database create: max entries per tx"},
+     "database create, restore: max entries per tx of the new database"},
     {"help", 'h', F_BOOL, 0, "false", "help"},
 };
 #define NFLAGS (sizeof FLAGS / sizeof FLAGS[0])
@@ -96,7 +101,6 @@ static const flagdef FLAGS[] = {
 typedef struct parsed {
   const char *val[NFLAGS];
   int from_flag[NFLAGS];
-  char *envbuf[NFLAGS];
   int argc;
   char **argv;
 } parsed;
@@ -164,8 +168,7 @@ static int parse_args(int argc, char **argv, parsed *p) {
       size_t n = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
       f = find_long(a + 2, n, &idx);
       if (f == NULL) {
-        ia_errorf("unknown flag: --%.*s (see immuadmin --help)", (int)n,
-                  a + 2);
+        ia_errorf("unknown flag: --%.*s (see immuadmin --help)", (int)n, a + 2);
         return IA_EXIT_USAGE;
       }
       if (eq != NULL)
@@ -204,9 +207,9 @@ static int parse_args(int argc, char **argv, parsed *p) {
       char name[64] = "IMMUADMIN_";
       size_t k = strlen(name);
       for (const char *s = FLAGS[i].name; *s && k + 1 < sizeof name; s++)
-        name[k++] = *s == '-' ? '_' : (char)(*s >= 'a' && *s <= 'z'
-                                                 ? *s - 'a' + 'A'
-                                                 : *s);
+        name[k++] = *s == '-'
+                        ? '_'
+                        : (char)(*s >= 'a' && *s <= 'z' ? *s - 'a' + 'A' : *s);
       name[k] = '\0';
       const char *e = getenv(name);
       if (e != NULL) {
@@ -260,9 +263,9 @@ static int build_opts(const parsed *p, ia_opts *o, char **tokpath) {
   o->clientcas = flagval(p, "clientcas");
   o->output = flagval(p, "output");
   o->file = flagval(p, "file");
-  static const char *const bools[] = {"mtls", "tls",  "force",      "yes",
-                                      "text", "raw",  "no-progress"};
-  int *dst[] = {&o->mtls, &o->tls, &o->force, &o->yes,
+  static const char *const bools[] = {"mtls", "tls", "force",      "yes",
+                                      "text", "raw", "no-progress"};
+  int *dst[] = {&o->mtls, &o->tls, &o->force,      &o->yes,
                 &o->text, &o->raw, &o->no_progress};
   for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
     if (parse_bool(flagval(p, bools[i]), &b) != 0) {
@@ -324,7 +327,8 @@ static int token_write(const ia_opts *o, const ia_conn *c) {
   size_t n = strlen(o->tokenfile) + 16;
   char *tmp = ia_xmalloc(n);
   snprintf(tmp, n, "%s.tmp", o->tokenfile);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  unlink(tmp);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     ia_errorf("cannot write the token file %s: %s", tmp, strerror(errno));
     free(tmp);
@@ -435,8 +439,8 @@ int ia_open_session(ia_conn *c, const ia_opts *o) {
   char here[300];
   snprintf(here, sizeof here, "%s:%d", o->address, o->port);
   if (strcmp(here, t.server) != 0) {
-    ia_errorf("you are logged in to %s, not %s: please login first",
-              t.server, here);
+    ia_errorf("you are logged in to %s, not %s: please login first", t.server,
+              here);
     return IA_EXIT_FAIL;
   }
   if ((rc = ia_connect(c, o)) != 0) {
@@ -579,8 +583,9 @@ static int cmd_logout(const ia_opts *o, int argc, char **argv) {
     /* An expired token is logged out already. */
     rc = ia_call(&c, "Logout", &req.base, NULL, NULL);
     if (rc != 0 && rc != IMMU_EAUTH)
-      fprintf(stderr, "immuadmin: warning: the server refused the logout: "
-                      "%s\n",
+      fprintf(stderr,
+              "immuadmin: warning: the server refused the logout: "
+              "%s\n",
               c.err);
   } else {
     fprintf(stderr, "immuadmin: warning: %s; removing the token anyway\n",
@@ -686,7 +691,7 @@ static int db_list(ia_conn *c) {
   return IA_EXIT_OK;
 }
 
-static int db_create(ia_conn *c, const ia_opts *o, const char *name) {
+int ia_create_database(ia_conn *c, const ia_opts *o, const char *name) {
   Immudb__Schema__CreateDatabaseRequest req =
       IMMUDB__SCHEMA__CREATE_DATABASE_REQUEST__INIT;
   Immudb__Schema__DatabaseNullableSettings st =
@@ -717,9 +722,15 @@ static int db_create(ia_conn *c, const ia_opts *o, const char *name) {
   int rc = ia_call(c, "CreateDatabaseV2", &req.base,
                    &immudb__schema__create_database_response__descriptor,
                    (ProtobufCMessage **)&r);
+  if (rc == 0)
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  return rc;
+}
+
+static int db_create(ia_conn *c, const ia_opts *o, const char *name) {
+  int rc = ia_create_database(c, o, name);
   if (rc != 0)
     return call_failed(c, rc, "cannot create the database");
-  protobuf_c_message_free_unpacked(&r->base, NULL);
   printf("database '%s' successfully created\n", name);
   return IA_EXIT_OK;
 }
@@ -786,8 +797,7 @@ static int cmd_database(const ia_opts *o, int argc, char **argv) {
     }
     char q[400];
     snprintf(q, sizeof q,
-             "Database '%s' and all its data will be deleted. Continue?",
-             name);
+             "Database '%s' and all its data will be deleted. Continue?", name);
     if (!ia_confirm(q)) {
       ia_errorf("canceled");
       return IA_EXIT_FAIL;
@@ -941,8 +951,7 @@ static int user_create(ia_conn *c, const ia_opts *o, int argc, char **argv) {
   return IA_EXIT_OK;
 }
 
-static int user_changepassword(ia_conn *c, const ia_opts *o,
-                               const char *name) {
+static int user_changepassword(ia_conn *c, const ia_opts *o, const char *name) {
   char *old = NULL;
   if (strcmp(name, c->user) == 0) {
     /* Your own password: the server wants the current one. */
@@ -1097,7 +1106,8 @@ static void print_help(FILE *fp) {
     else
       snprintf(left, sizeof left, "    --%s", FLAGS[i].name);
     fprintf(fp, "  %-24s %s", left, FLAGS[i].help);
-    if (FLAGS[i].def != NULL && FLAGS[i].type != F_BOOL)
+    if (FLAGS[i].def != NULL && FLAGS[i].type != F_BOOL &&
+        strcmp(FLAGS[i].name, "at-tx") != 0)
       fprintf(fp, " (default \"%s\")", FLAGS[i].def);
     fputc('\n', fp);
   }
@@ -1108,9 +1118,9 @@ static void print_help(FILE *fp) {
     char name[64] = "IMMUADMIN_";
     size_t k = strlen(name);
     for (const char *s = FLAGS[i].name; *s && k + 1 < sizeof name; s++)
-      name[k++] = *s == '-' ? '_' : (char)(*s >= 'a' && *s <= 'z'
-                                               ? *s - 'a' + 'A'
-                                               : *s);
+      name[k++] = *s == '-'
+                      ? '_'
+                      : (char)(*s >= 'a' && *s <= 'z' ? *s - 'a' + 'A' : *s);
     name[k] = '\0';
     fprintf(fp, "  %s\n", name);
   }
@@ -1128,9 +1138,8 @@ int main(int argc, char **argv) {
   if (strcmp(flagval(&p, "help"), "true") == 0 || p.argc == 0 ||
       strcmp(p.argv[0], "help") == 0) {
     print_help(stdout);
-    ex = p.argc == 0 && strcmp(flagval(&p, "help"), "true") != 0
-             ? IA_EXIT_USAGE
-             : IA_EXIT_OK;
+    ex = p.argc == 0 && strcmp(flagval(&p, "help"), "true") != 0 ? IA_EXIT_USAGE
+                                                                 : IA_EXIT_OK;
     goto out;
   }
   if ((ex = build_opts(&p, &o, &tokpath)) != 0)

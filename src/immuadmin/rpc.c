@@ -136,8 +136,7 @@ static int finish(ia_conn *c, const char *method, int rv,
     set_err(c, "%s: the server did not answer in time", method);
   else if (rv == IMMU_ECLOSED || rv == -ECONNRESET || rv == -EPIPE)
     set_err(c, "%s: the connection to the server was lost (%s)", method,
-            res->message && res->message[0] ? res->message
-                                            : immu_strerror(rv));
+            res->message && res->message[0] ? res->message : immu_strerror(rv));
   else
     set_err(c, "%s: %s%s%s", method, immu_strerror(rv),
             res->message && res->message[0] ? ": " : "",
@@ -207,7 +206,8 @@ int ia_login(ia_conn *c, const char *user, const char *password,
   req.user.len = strlen(user);
   req.password.data = (uint8_t *)(uintptr_t)password;
   req.password.len = strlen(password);
-  rc = ia_call(c, "Login", &req.base, &immudb__schema__login_response__descriptor,
+  rc = ia_call(c, "Login", &req.base,
+               &immudb__schema__login_response__descriptor,
                (ProtobufCMessage **)&r);
   if (rc != 0)
     return rc;
@@ -315,8 +315,7 @@ typedef struct export_acc {
 
 static int export_on_msg(void *arg, const uint8_t *msg, size_t len) {
   export_acc *a = arg;
-  Immudb__Schema__Chunk *ch =
-      immudb__schema__chunk__unpack(NULL, len, msg);
+  Immudb__Schema__Chunk *ch = immudb__schema__chunk__unpack(NULL, len, msg);
   if (ch == NULL) {
     a->bad = 1;
     return -1;
@@ -342,8 +341,7 @@ static int export_on_msg(void *arg, const uint8_t *msg, size_t len) {
 }
 
 int ia_export_tx(ia_conn *c, uint64_t tx, uint8_t **frame, size_t *len) {
-  Immudb__Schema__ExportTxRequest req =
-      IMMUDB__SCHEMA__EXPORT_TX_REQUEST__INIT;
+  Immudb__Schema__ExportTxRequest req = IMMUDB__SCHEMA__EXPORT_TX_REQUEST__INIT;
   char auth[512];
   immu__grpc_md md;
   immu__grpc_call_opts co;
@@ -413,8 +411,8 @@ int ia_replicate_tx(ia_conn *c, const uint8_t *frame, size_t len,
   }
   call_opts(c, &co, &md, auth, sizeof auth);
   immu__grpc_result_init(&res);
-  rv = immu__grpc_client_client_stream(c->g, SVC "replicateTx", &co, msgs,
-                                       nmsg, &resp, &rlen, &res);
+  rv = immu__grpc_client_client_stream(c->g, SVC "replicateTx", &co, msgs, nmsg,
+                                       &resp, &rlen, &res);
   for (i = 0; i < nmsg; i++)
     free((void *)(uintptr_t)msgs[i].ptr);
   free(msgs);

@@ -318,8 +318,7 @@ static void parse_metrics(char *text, metrics *m) {
     else if (strcmp(name, "immudb_number_of_rpcs_per_client") == 0 &&
              label(labels, "ip", l1, sizeof l1) == 0)
       client_of(m, l1)->rpcs = v;
-    else if (strcmp(name, "immudb_clients_last_message_at_unix_seconds") ==
-                 0 &&
+    else if (strcmp(name, "immudb_clients_last_message_at_unix_seconds") == 0 &&
              label(labels, "ip", l1, sizeof l1) == 0)
       client_of(m, l1)->last_at = v;
     else if (strcmp(name, "grpc_server_handled_total") == 0 &&

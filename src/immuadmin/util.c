@@ -169,9 +169,9 @@ int ia_confirm(const char *prompt) {
   printf("%s [y/N]: ", prompt);
   fflush(stdout);
   char *line = read_line(stdin);
-  int yes = line != NULL &&
-            (strcmp(line, "y") == 0 || strcmp(line, "Y") == 0 ||
-             strcmp(line, "yes") == 0 || strcmp(line, "YES") == 0);
+  int yes =
+      line != NULL && (strcmp(line, "y") == 0 || strcmp(line, "Y") == 0 ||
+                       strcmp(line, "yes") == 0 || strcmp(line, "YES") == 0);
   free(line);
   return yes;
 }
@@ -200,8 +200,8 @@ void ia_duration(uint64_t secs, char *buf, size_t cap) {
   uint64_t d = secs / 86400, h = secs % 86400 / 3600, m = secs % 3600 / 60,
            s = secs % 60;
   if (d > 0)
-    snprintf(buf, cap, "%" PRIu64 "d%" PRIu64 "h%" PRIu64 "m%" PRIu64 "s", d,
-             h, m, s);
+    snprintf(buf, cap, "%" PRIu64 "d%" PRIu64 "h%" PRIu64 "m%" PRIu64 "s", d, h,
+             m, s);
   else if (h > 0)
     snprintf(buf, cap, "%" PRIu64 "h%" PRIu64 "m%" PRIu64 "s", h, m, s);
   else if (m > 0)
@@ -291,8 +291,8 @@ static void progress_draw(ia_progress *p) {
   for (int i = 0; i < width; i++)
     bar[i] = i < fill ? '#' : '.';
   bar[width] = '\0';
-  printf("\r%-10s [%s] %3d%% %" PRIu64 "/%" PRIu64 " txs %8.0f tx/s",
-         p->label, bar, (int)(frac * 100.0), p->done, p->total, rate);
+  printf("\r%-10s [%s] %3d%% %" PRIu64 "/%" PRIu64 " txs %8.0f tx/s", p->label,
+         bar, (int)(frac * 100.0), p->done, p->total, rate);
   fflush(stdout);
 }
 

@@ -89,7 +89,9 @@ static int rm_cb(const char *p, const struct stat *sb, int flag,
   return remove(p);
 }
 
-static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_rf(const char *dir) {
+  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -154,7 +156,7 @@ typedef struct srv {
 } srv;
 
 static srv S1, S2, S3;
-static srv *cur; /* the server immuadmin talks to by default */
+static srv *cur;                  /* the server immuadmin talks to by default */
 static const char *g_keep_stdout; /* run_ia_argv keeps stdout there */
 static char g_root[512];
 
@@ -198,9 +200,16 @@ static void srv_start(srv *s) {
   snprintf(port, sizeof port, "%d", s->port);
   snprintf(mport, sizeof mport, "%d", s->mport);
   cur = s;
-  const char *argv[32] = {server_bin(), "--dir", s->dir, "--address",
-                          "127.0.0.1", "--port", port,
-                          "--metrics-server-port", mport, "--synced=false",
+  const char *argv[32] = {server_bin(),
+                          "--dir",
+                          s->dir,
+                          "--address",
+                          "127.0.0.1",
+                          "--port",
+                          port,
+                          "--metrics-server-port",
+                          mport,
+                          "--synced=false",
                           "--consistency-check=false"};
   size_t na = 11;
   for (size_t i = 0; s->srv_extra[i] != NULL && na + 1 < 32; i++)
@@ -383,7 +392,8 @@ static void ia_in(res *r, const char *in, const char *in_file, int timeout_s,
                   const char *a0, va_list ap) {
   const char *args[MAXARGS + 1];
   size_t n = 0;
-  for (const char *a = a0; a != NULL && n < MAXARGS; a = va_arg(ap, const char *))
+  for (const char *a = a0; a != NULL && n < MAXARGS;
+       a = va_arg(ap, const char *))
     args[n++] = a;
   args[n] = NULL;
   r->code = run_ia_argv(in, in_file, timeout_s, &r->out, &r->err, args);
@@ -534,9 +544,9 @@ static void put_some(const char *db, unsigned n, const char *prefix) {
 typedef struct bkfile {
   uint8_t *b;
   size_t len;
-  size_t hlen;   /* header bytes */
-  size_t *off;   /* frame offsets */
-  size_t *flen;  /* frame lengths */
+  size_t hlen;  /* header bytes */
+  size_t *off;  /* frame offsets */
+  size_t *flen; /* frame lengths */
   size_t n;
 } bkfile;
 
@@ -726,8 +736,7 @@ static void t_first_login(void **state) {
   assert_int_equal(st.st_mode & 0777, 0600);
   /* The default password no longer works; the new one does, without the
    * warning. */
-  RUN(1, NULL, "invalid user name or password", "immudb\n", "login",
-      "immudb");
+  RUN(1, NULL, "invalid user name or password", "immudb\n", "login", "immudb");
   res r;
   ia(&r, ADMIN_PW "\n", "login", "immudb", NULL);
   EXPECT(r, 0, "logged in", NULL);
@@ -776,8 +785,8 @@ static void t_database(void **state) {
   EXPECT(r, 0, "2 database(s)", NULL);
   assert_null(strstr(r.out, "tmpdb"));
   res_free(&r);
-  RUN(1, NULL, "cannot delete database 'nosuchdb'", NULL, "database",
-      "delete", "nosuchdb", "-y");
+  RUN(1, NULL, "cannot delete database 'nosuchdb'", NULL, "database", "delete",
+      "nosuchdb", "-y");
   put_some("salesdb", 12, "sale");
 }
 
@@ -796,8 +805,8 @@ static void t_users(void **state) {
       "create", "bob", "read", "salesdb");
   RUN(1, NULL, "password must have", NULL, "user", "create", "bob", "read",
       "salesdb", "--new-password", "weak");
-  RUN(0, "Created user bob", NULL, "Bob1!passw\nBob1!passw\n", "user",
-      "create", "bob", "read", "salesdb");
+  RUN(0, "Created user bob", NULL, "Bob1!passw\nBob1!passw\n", "user", "create",
+      "bob", "read", "salesdb");
   res r;
   ia(&r, NULL, "user", "list", NULL);
   EXPECT(r, 0, "3 user(s)", NULL);
@@ -814,8 +823,8 @@ static void t_users(void **state) {
       "revoke", "alice", "admin", "defaultdb");
   RUN(2, NULL, "wrong permission action", NULL, "user", "permission", "frob",
       "alice", "read", "salesdb");
-  RUN(2, NULL, "not recognized", NULL, "user", "permission", "grant",
-      "alice", "owner", "salesdb");
+  RUN(2, NULL, "not recognized", NULL, "user", "permission", "grant", "alice",
+      "owner", "salesdb");
   RUN(1, NULL, "cannot change the permission", NULL, "user", "permission",
       "grant", "immudb", "read", "salesdb");
   /* What a non-admin may not do. */
@@ -830,8 +839,8 @@ static void t_users(void **state) {
   RUN(1, NULL, "ermission", NULL, "verify", "-d", "salesdb", "--username",
       "alice", "--password", ALICE_PW);
   /* Deactivated users cannot log in. */
-  RUN(0, "User status changed successfully", NULL, NULL, "user",
-      "deactivate", "alice");
+  RUN(0, "User status changed successfully", NULL, NULL, "user", "deactivate",
+      "alice");
   RUN(1, NULL, "not active", NULL, "database", "list", "--username", "alice",
       "--password", ALICE_PW);
   RUN(0, "User status changed successfully", NULL, NULL, "user", "activate",
@@ -878,15 +887,9 @@ static void t_stats(void **state) {
       "--metrics-port", bad);
   /* The live view on a terminal: refreshes, q quits. */
   char *out = NULL;
-  const char *const args[] = {"stats", NULL};
-  double t0 = now_s();
-  int code = run_pty(args, "Number of clients", NULL, 30, &out);
-  (void)code;
-  free(out);
-  (void)t0;
   const char *const args2[] = {"stats", NULL};
-  /* Wait for two refreshes, then press q. */
-  code = run_pty(args2, "press q", NULL, 3, &out);
+  /* It refreshes every second until told to quit. */
+  int code = run_pty(args2, "press q", NULL, 3, &out);
   assert_int_equal(code, -1); /* still running after 3 s: it refreshes */
   int refreshes = 0;
   for (const char *p = out; (p = strstr(p, "press q")) != NULL; p++)
@@ -900,6 +903,13 @@ static void t_stats(void **state) {
     fail_msg("stats live view: exit %d after q", code);
   }
   assert_non_null(strstr(out, "Tx/s"));
+  free(out);
+  /* Ctrl-C quits cleanly too. */
+  code = run_pty(args2, "salesdb", "\003", 20, &out);
+  if (code != 0) {
+    fprintf(stderr, "%s\n", out);
+    fail_msg("stats live view: exit %d after Ctrl-C", code);
+  }
   free(out);
 }
 
@@ -929,8 +939,7 @@ static void t_big_roundtrip(void **state) {
   EXPECT(r, 0, "100000 txs verified", NULL);
   alh_of(r.out, big_alh);
   res_free(&r);
-  RUN(1, NULL, "already exists", NULL, "backup", "-d", "bigdb", "-o",
-      big_bak);
+  RUN(1, NULL, "already exists", NULL, "backup", "-d", "bigdb", "-o", big_bak);
 
   t0 = now_s();
   ia(&r, NULL, "verify", "--file", big_bak, NULL);
@@ -1021,8 +1030,14 @@ static void t_tamper(void **state) {
   cur = &S1;
   snprintf(sales_bak, sizeof sales_bak, "%s/sales.immubak", g_root);
   res r;
-  ia(&r, NULL, "backup", "-d", "salesdb", "-o", sales_bak, NULL);
-  EXPECT(r, 0, "12 txs verified", NULL);
+  RUN(1, NULL, "cannot use database 'nosuchdb'", NULL, "backup", "-d",
+      "nosuchdb", "-o", sales_bak);
+  RUN(1, NULL, "cannot use database 'nosuchdb'", NULL, "verify", "-d",
+      "nosuchdb");
+  /* Without -d: the database selected with `database use`. */
+  RUN(0, "Now using salesdb", NULL, NULL, "database", "use", "salesdb");
+  ia(&r, NULL, "backup", "-o", sales_bak, NULL);
+  EXPECT(r, 0, "backup of database 'salesdb' complete: 12 txs verified", NULL);
   res_free(&r);
   bkfile f, big;
   bk_load(sales_bak, &f);
@@ -1134,22 +1149,29 @@ static void t_force_prefix(void **state) {
   snprintf(part, sizeof part, "%s/sales-5.immubak", g_root);
   RUN(0, "5 txs verified", NULL, NULL, "backup", "-d", "salesdb", "--at-tx",
       "5", "-o", part);
-  RUN(1, NULL, "beyond the last tx", NULL, "backup", "-d", "salesdb",
-      "--at-tx", "999", "-o", part, "--force");
+  RUN(1, NULL, "beyond the last tx", NULL, "backup", "-d", "salesdb", "--at-tx",
+      "999", "-o", part, "--force");
   RUN(0, "(5 restored)", NULL, NULL, "restore", part, "-d", "salescopy");
   /* The full backup extends it. */
   RUN(0, "(7 restored)", NULL, NULL, "restore", sales_bak, "-d", "salescopy",
       "--force");
   RUN(0, "txs 1..12 re-hashed", NULL, NULL, "verify", "-d", "salescopy");
   /* A database with a different history is refused. */
-  RUN(1, NULL, "different history", NULL, "restore", big_bak, "-d",
-      "salescopy", "--force");
-  RUN(1, NULL, "ahead of the backup", NULL, "restore", part, "-d",
-      "salescopy", "--force");
+  RUN(1, NULL, "different history", NULL, "restore", big_bak, "-d", "salescopy",
+      "--force");
+  RUN(1, NULL, "ahead of the backup", NULL, "restore", part, "-d", "salescopy",
+      "--force");
   unlink(part);
   /* A target created with smaller limits than the backup needs. */
-  RUN(1, NULL, "--max-value-len", NULL, "restore", sales_bak, "-d",
-      "tinydb", "--max-value-len", "1000");
+  RUN(1, NULL, "needs --max-value-len 307201 or more", NULL, "restore",
+      sales_bak, "-d", "tinydb", "--max-value-len", "1000");
+  res r;
+  ia(&r, NULL, "database", "list", NULL);
+  EXPECT(r, 0, NULL, NULL);
+  assert_null(strstr(r.out, "tinydb"));
+  res_free(&r);
+  RUN(0, "(12 restored)", NULL, NULL, "restore", sales_bak, "-d", "tinydb",
+      "--max-value-len", "307201");
   RUN(2, NULL, "invalid --max-value-len", NULL, "database", "create", "x",
       "--max-value-len", "-5");
 }
@@ -1203,14 +1225,18 @@ static void t_mtls(void **state) {
   snprintf(cert, sizeof cert, "%s/cert.pem", S3.root);
   snprintf(key, sizeof key, "%s/key.pem", S3.root);
   make_cert(cert, key);
-  const char *sx[] = {"--mtls", "--certificate", cert, "--pkey", key,
-                      "--clientcas", cert, NULL};
+  const char *sx[] = {"--mtls", "--certificate", cert, "--pkey",
+                      key,      "--clientcas",   cert, NULL};
   memcpy(S3.srv_extra, sx, sizeof sx);
   snprintf(e1, sizeof e1, "IMMUADMIN_CERTIFICATE=%s", cert);
   snprintf(e2, sizeof e2, "IMMUADMIN_PKEY=%s", key);
   snprintf(e3, sizeof e3, "IMMUADMIN_CLIENTCAS=%s", cert);
-  const char *ce[] = {"IMMUADMIN_MTLS=true", e1, e2, e3,
-                      "IMMUADMIN_SERVERNAME=localhost", NULL};
+  const char *ce[] = {"IMMUADMIN_MTLS=true",
+                      e1,
+                      e2,
+                      e3,
+                      "IMMUADMIN_SERVERNAME=localhost",
+                      NULL};
   memcpy(S3.cli_env, ce, sizeof ce);
   srv_start(&S3); /* readiness = `immuadmin status` over mTLS */
   RUN(0, "OK - server is reachable", NULL, NULL, "status");
@@ -1356,12 +1382,18 @@ static int group_teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(t_usage),         cmocka_unit_test(t_start),
-      cmocka_unit_test(t_first_login),   cmocka_unit_test(t_database),
-      cmocka_unit_test(t_users),         cmocka_unit_test(t_stats),
-      cmocka_unit_test(t_big_roundtrip), cmocka_unit_test(t_verify_corrupt_db),
-      cmocka_unit_test(t_tamper),        cmocka_unit_test(t_force_prefix),
-      cmocka_unit_test(t_dump_fresh_server), cmocka_unit_test(t_logout),
+      cmocka_unit_test(t_usage),
+      cmocka_unit_test(t_start),
+      cmocka_unit_test(t_first_login),
+      cmocka_unit_test(t_database),
+      cmocka_unit_test(t_users),
+      cmocka_unit_test(t_stats),
+      cmocka_unit_test(t_big_roundtrip),
+      cmocka_unit_test(t_verify_corrupt_db),
+      cmocka_unit_test(t_tamper),
+      cmocka_unit_test(t_force_prefix),
+      cmocka_unit_test(t_dump_fresh_server),
+      cmocka_unit_test(t_logout),
       cmocka_unit_test(t_mtls),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
