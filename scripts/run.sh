@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Warnings are gated by scripts/test.sh; a newer compiler warning must not
+# stop the server from starting.
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DIMMU_WERROR=OFF \
+  -DIMMU_BUILD_TESTS=OFF >/dev/null
 cmake --build build/release -j "${IMMU_JOBS:-2}"
 
 if [[ -x build/release/immudb ]]; then

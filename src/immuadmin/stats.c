@@ -256,7 +256,7 @@ static clientstat *client_of(metrics *m, const char *ip) {
   m->clients = ia_xrealloc(m->clients, (m->nclients + 1) * sizeof *m->clients);
   clientstat *c = &m->clients[m->nclients++];
   memset(c, 0, sizeof *c);
-  snprintf(c->ip, sizeof c->ip, "%s", ip);
+  snprintf(c->ip, sizeof c->ip, "%.*s", (int)(sizeof c->ip - 1), ip);
   return c;
 }
 
@@ -267,7 +267,8 @@ static rpcstat *rpc_of(metrics *m, const char *method) {
   m->rpcs = ia_xrealloc(m->rpcs, (m->nrpcs + 1) * sizeof *m->rpcs);
   rpcstat *r = &m->rpcs[m->nrpcs++];
   memset(r, 0, sizeof *r);
-  snprintf(r->method, sizeof r->method, "%s", method);
+  snprintf(r->method, sizeof r->method, "%.*s", (int)(sizeof r->method - 1),
+           method);
   return r;
 }
 

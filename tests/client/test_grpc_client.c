@@ -271,8 +271,8 @@ static size_t req_msgs(const tstream *st, const uint8_t **ptr, size_t *len,
 }
 
 static void handle(tconn *tc, tstream *st) {
-  const uint8_t *mp[1];
-  size_t ml[1];
+  const uint8_t *mp[1] = {NULL};
+  size_t ml[1] = {0};
   const char *m = st->path + 5; /* after "/t.S/" */
   if (strncmp(st->path, "/t.S/", 5) != 0) {
     st->gstatus = 12;
