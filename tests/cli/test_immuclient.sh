@@ -524,7 +524,8 @@ ic audit-mode --audit-once "${AUD[@]}"; rc_is 0
 
 # Tampered server data: a value committed after the last audit is altered
 # on disk while the server is down.
-ic set tamperkey TAMPERME-original-value; rc_is 0
+ic --json set tamperkey TAMPERME-original-value; rc_is 0
+TAMPER_TX=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tx"])' "$OUT")
 stop_server
 DESC="flip a value byte in the log"
 python3 - "$DATA/defaultdb/log" <<'EOF'
@@ -548,6 +549,14 @@ if start_server; then
   ic --username immudb --password immudb safeget tamperkey; rc_is 3
   err_has 'corrupt'; err_one_line
   ic audit-mode --audit-once "${AUD[@]}" --audit-verify-values; rc_is 3
+  # check-consistency of the tampered tx against the trusted state: refused
+  ic --username immudb --password immudb check-consistency "$TAMPER_TX"
+  if [[ $RC -eq 0 ]]; then
+    DESC="check-consistency of tampered tx $TAMPER_TX"; fail "it reported no tampering"
+  else
+    CHECKS=$((CHECKS + 1))
+  fi
+  err_has 'corrupt|tamper|verif'
 else
   # Refusing to start on a damaged log is a loud failure too.
   echo "   (the server refused to start on the tampered log)"
