@@ -40,7 +40,8 @@ char *immu__strndup(const char *s, size_t n) {
   char *d = immu__malloc(n + 1);
   if (d == NULL)
     return NULL;
-  memcpy(d, s, n);
+  if (n > 0)
+    memcpy(d, s, n);
   d[n] = '\0';
   return d;
 }

@@ -537,14 +537,15 @@ char *immu__password_hash(const uint8_t *pw, size_t len) {
   struct crypt_data *cd;
   char *p, *out, *res = NULL;
 
-  if (len > BCRYPT_MAX_PW || memchr(pw, 0, len) != NULL)
+  /* An empty bytes field arrives as NULL: never hand that to memchr. */
+  if (len > BCRYPT_MAX_PW || (len > 0 && memchr(pw, 0, len) != NULL))
     return NULL;
   if (RAND_bytes((unsigned char *)rnd, sizeof rnd) != 1)
     return NULL;
   if (crypt_gensalt_rn("$2b$", BCRYPT_COST, rnd, (int)sizeof rnd, salt,
                        (int)sizeof salt) == NULL)
     return NULL;
-  if ((p = immu__strndup((const char *)pw, len)) == NULL)
+  if ((p = immu__strndup(len > 0 ? (const char *)pw : "", len)) == NULL)
     return NULL;
   if ((cd = immu__calloc(1, sizeof *cd)) != NULL) {
     out = crypt_rn(p, salt, cd, (int)sizeof *cd);
@@ -565,9 +566,9 @@ static int password_ok(const uint8_t *pw, size_t len, const char *hash) {
   int ok = 0;
   size_t hl = strlen(hash);
 
-  if (memchr(pw, 0, len) != NULL)
+  if (len > 0 && memchr(pw, 0, len) != NULL)
     return 0;
-  if ((p = immu__strndup((const char *)pw, len)) == NULL)
+  if ((p = immu__strndup(len > 0 ? (const char *)pw : "", len)) == NULL)
     return 0;
   if ((cd = immu__calloc(1, sizeof *cd)) != NULL) {
     out = crypt_rn(p, hash, cd, (int)sizeof *cd);

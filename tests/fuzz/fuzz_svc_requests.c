@@ -37,13 +37,14 @@
  * method, some with other credentials, split modes or cancelled, named by
  * their SHA-256.
  *
- * Bounds: immu_grpc_call_cancelled answers 1 once the call is
+ * Bounds: immu_grpc_call_cancelled answers 1 once a fuzzed call is
  * CANCEL_AFTER_MS old, so every wait of a handler (index waits, sinceTx)
  * ends soon; a call may send at most SEND_CAP bytes (then sends fail as on
- * a cancelled call). The server is recreated from scratch every
+ * a cancelled call). Tokens dropped by Logout and a closed session are
+ * replaced (creds_repair); the server is recreated from scratch every
  * RECREATE_EVERY inputs, when its directory outgrows DISK_CAP, when more
  * than MAX_DBS databases are loaded, and when the harness's credentials
- * stop working (Logout, ChangePassword, SetActiveUser, ...).
+ * cannot be restored (ChangePassword, SetActiveUser, ChangePermission...).
  */
 #include <errno.h>
 #include <ftw.h>
@@ -80,7 +81,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -116,6 +118,7 @@ struct immu_grpc_call {
   const char *auth; /* "authorization" metadata or NULL */
   const char *sid;  /* "sessionid" metadata or NULL */
   int64_t start_ms;
+  int timed;     /* cancelled once CANCEL_AFTER_MS old (fuzzed calls) */
   int cancelled; /* from the start */
   const ProtobufCMessageDescriptor *reply_desc; /* NULL: not checked */
   int keep_reply;                               /* internal calls */
@@ -166,7 +169,8 @@ int immu_grpc_call_peer_is_loopback(const immu_grpc_call *c) {
 }
 
 int immu_grpc_call_cancelled(const immu_grpc_call *c) {
-  return c->cancelled || mono_ms() - c->start_ms >= CANCEL_AFTER_MS;
+  return c->cancelled ||
+         (c->timed && mono_ms() - c->start_ms >= CANCEL_AFTER_MS);
 }
 
 int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
@@ -518,6 +522,8 @@ static void srv_open(void) {
   rc = immu_server_new(&cfg, &g.srv, &err);
   if (rc != 0)
     die("immu_server_new(%s): %d %s", g.dir, rc, err ? err : "");
+  if (g.verbose)
+    fprintf(stderr, "fuzz_svc_requests: server %u in %s\n", g.gen - 1, g.dir);
 
   immu_server_methods(g.srv, &tab, &n);
   if (n == 0)
@@ -687,6 +693,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     break;
   }
   c.cancelled = (flags & 0x80) != 0;
+  c.timed = 1;
   split_messages(&c, flags, data + (size > 1 ? 2 : 1),
                  size > 1 ? size - 2 : 0);
   run_call(mi, &c);
