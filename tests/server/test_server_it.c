@@ -1274,7 +1274,10 @@ typedef struct sget {
   int signalled;
   int alive_after;
   int chunks;
-  int slow_ms; /* per chunk */
+  int slow_ms;             /* per chunk */
+  immu__grpc_client *idle; /* an idle connection of the same server */
+  int idle_rv, idle_status, new_conn_ok;
+  int64_t refusal_ms;
 } sget;
 
 static int on_sget(void *arg, const uint8_t *m, size_t len) {
@@ -1333,6 +1336,23 @@ static int on_sget(void *arg, const uint8_t *m, size_t len) {
     g->signalled = 1;
     sleep_ms(700);
     g->alive_after = waitpid(g->srv->pid, NULL, WNOHANG) == 0;
+    /* While it drains: no new call is taken, on the idle connection
+     * (GOAWAY) or on a new one, and the refusal is prompt. */
+    int64_t t0 = mono_ms();
+    immu__grpc_result res;
+    immu__grpc_result_init(&res);
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    immu__grpc_call_opts co = {NULL, 0, 3000};
+    g->idle_rv = immu__grpc_client_unary(g->idle, SVC "Health", &co, NULL, 0,
+                                         &resp, &rlen, &res);
+    g->idle_status = res.status;
+    immu__free(resp);
+    immu__grpc_result_free(&res);
+    immu__grpc_client *c = connect_to(g->srv->port, 3000);
+    g->new_conn_ok = c != NULL && health(c, NULL, 0);
+    immu__grpc_client_free(c);
+    g->refusal_ms = mono_ms() - t0;
   }
   return 0;
 }
@@ -1482,6 +1502,7 @@ static void test_sigterm_inflight(void **state) {
   sget g;
   memset(&g, 0, sizeof g);
   g.srv = &f->s;
+  g.idle = f->c;
   int64_t t0 = mono_ms();
   rv = immu__grpc_client_server_stream(slow, SVC "streamGet", &co, krb, krl,
                                        on_sget, &g, &res);
@@ -1491,6 +1512,17 @@ static void test_sigterm_inflight(void **state) {
   if (!g.alive_after)
     fail_msg("the server exited 700 ms after SIGTERM with a call in flight");
   CHECK_OK(rv, res, "streamGet across SIGTERM");
+  if (g.idle_rv == 0 && g.idle_status == 0)
+    fail_msg("a new call on an idle connection succeeded during shutdown");
+  if (g.new_conn_ok)
+    fail_msg("a new connection was served during shutdown");
+  print_message("during shutdown: idle connection -> %s/%s, new connection "
+                "refused, in %lld ms\n",
+                immu_err_name(g.idle_rv), immu__grpc_code_name(g.idle_status),
+                (long long)g.refusal_ms);
+  if (g.refusal_ms > 5000)
+    fail_msg("refusing new work during shutdown took %lld ms",
+             (long long)g.refusal_ms);
   assert_int_equal(g.bad, 0);
   assert_int_equal(g.key_len, kl);
   assert_int_equal(g.val_len, vlen);
@@ -1533,6 +1565,30 @@ static void test_oversized_message(void **state) {
   if (rv != 0 || res.status != IMMU__GRPC_RESOURCE_EXHAUSTED)
     fail_msg("oversized Set: transport %s, status %s \"%s\", want "
              "RESOURCE_EXHAUSTED",
+             immu_err_name(rv), immu__grpc_code_name(res.status),
+             res.message ? res.message : "");
+  immu__grpc_result_free(&res);
+  /* one streamSet chunk over the limit */
+  Immudb__Schema__Chunk ch = IMMUDB__SCHEMA__CHUNK__INIT;
+  uint8_t *cb = calloc(1, big);
+  ch.content.data = cb;
+  ch.content.len = big;
+  size_t psz = immudb__schema__chunk__get_packed_size(&ch);
+  uint8_t *packed = malloc(psz);
+  immudb__schema__chunk__pack(&ch, packed);
+  free(cb);
+  immu__grpc_msg m = {packed, psz};
+  char auth[1100];
+  snprintf(auth, sizeof auth, "Bearer %s", f->token);
+  immu__grpc_md md[1] = {{"authorization", auth}};
+  immu__grpc_call_opts co = {md, 1, CALL_TIMEOUT_MS};
+  uint8_t *resp = NULL;
+  size_t rlen = 0;
+  rv = immu__grpc_client_client_stream(f->c, SVC "streamSet", &co, &m, 1, &resp,
+                                       &rlen, &res);
+  free(packed);
+  if (rv != 0 || res.status != IMMU__GRPC_RESOURCE_EXHAUSTED)
+    fail_msg("oversized streamSet chunk: transport %s, status %s \"%s\"",
              immu_err_name(rv), immu__grpc_code_name(res.status),
              res.message ? res.message : "");
   immu__grpc_result_free(&res);
