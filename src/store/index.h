@@ -44,7 +44,7 @@
 typedef struct immu_index_env immu_index_env;
 typedef struct immu_index immu_index;
 
-/* |cache_bytes| for the shared LRU block cache (0 = 64 MiB), |bg_threads|
+/* |cache_bytes| for the shared LRU block cache (0 = 256 MiB), |bg_threads|
  * background compaction/flush threads (0 = 2). Caller owns *out. */
 int immu__index_env_new(size_t cache_bytes, int bg_threads,
                         immu_index_env **out);

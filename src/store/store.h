@@ -43,7 +43,7 @@ enum immu_durability {
 
 /* Shared by all stores of a process: RocksDB cache and threads, the index
  * worker pool and the timer that syncs async stores and writes checkpoints.
- * |cache_bytes| 0 = 64 MiB; |workers| 0 = 2. Caller owns *out; free it
+ * |cache_bytes| 0 = 256 MiB; |workers| 0 = 2. Caller owns *out; free it
  * after closing every store that uses it. */
 int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out);
 void immu_store_env_free(immu_store_env *env);
