@@ -34,6 +34,9 @@ int bench_crypto_main(int argc, char **argv);
 /* `immubench kv`: the KV layer on disk against SQLite and RocksDB
  * (bench_store.c). */
 int bench_store_main(int argc, char **argv);
+/* `immubench grpc`: load against the immudb server over gRPC
+ * (bench_grpc.c). */
+int bench_grpc_main(int argc, char **argv);
 
 /* ------------------------------------------------------------------ */
 /* Allocation (aborts on failure: benchmark code only)                 */

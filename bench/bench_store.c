@@ -5,7 +5,9 @@
  * data, with the same thread counts, interleaved case by case.
  *
  * Cases:
- *   disk  256-byte append + fdatasync, 2000 times: the disk's fsync rate;
+ *   disk  256-byte append + fdatasync, 2000 times, at the start, after the
+ *         writes and at the end (the median is the disk's fsync rate), plus
+ *         once as an overwrite of a preallocated file;
  *   sha   raw immu_sha256 on 64 bytes: the hash ceiling of one core;
  *   W1    one KV per tx (32 B random key, 128 B value), 1/16/128 writer
  *         threads, synced and async, for --duration seconds each;
@@ -16,6 +18,10 @@
  *         single-KV txs; one result is verified client-side (not timed).
  *
  * Every write case gets a fresh directory under --dir, removed afterwards.
+ * All three systems get the same cache budget (--cache-mib): ours through
+ * an explicit env with one index worker, as a default open would create.
+ * Writers commit with noWait (the index is applied asynchronously; its lag
+ * and catch-up time are reported) unless --wait-index.
  * Latencies are per call, recorded per thread and merged; fsyncs are
  * counted by the engine (log fsyncs), by a counting wrapper of the engine's
  * I/O seam (every engine-file sync), by a counting SQLite VFS shim and from
@@ -57,7 +63,10 @@
 #define VAL_LEN 128
 #define W2_BATCH 1000
 #define LOAD_BATCH 1000
-#define PEER_CACHE_BYTES ((size_t)64 << 20)
+/* Cache budget given to each system (--cache-mib): our index's RocksDB
+ * block cache (through an explicit env), the RocksDB peer's block cache,
+ * SQLite's page cache per connection. */
+static size_t g_cache_bytes = (size_t)256 << 20;
 #define SQLITE_BUSY_MS 60000
 
 /* ------------------------------------------------------------------ */
@@ -77,6 +86,7 @@ typedef struct kv_opts {
   int peers;
   int wait_index;
   double drain_max;
+  uint64_t cache_mib;
 } kv_opts;
 
 static void kv_usage(FILE *f) {
@@ -104,6 +114,9 @@ static void kv_usage(FILE *f) {
       "  --cases LIST     only the comma-separated case prefixes (disk, sha,\n"
       "                   w1, w2, r1, r2; e.g. w1_synced)\n"
       "  --no-peers       skip SQLite and RocksDB\n"
+      "  --cache-mib N    cache budget of each system: our index's block\n"
+      "                   cache, RocksDB's block cache, SQLite's page cache\n"
+      "                   per connection (default 256)\n"
       "  --wait-index     writers wait for the index (immudb's Set default,\n"
       "                   noWait=false); default: commit only (noWait)\n"
       "  --seed N         PRNG seed (default 1)\n"
@@ -128,6 +141,7 @@ static int parse_opts(int argc, char **argv, kv_opts *o) {
   o->seed = 1;
   o->peers = 1;
   o->drain_max = 60;
+  o->cache_mib = 256;
   int set_dur = 0, set_keys = 0, set_r2 = 0, set_disk = 0;
   uint64_t v;
   for (int i = 1; i < argc; i++) {
@@ -185,6 +199,11 @@ static int parse_opts(int argc, char **argv, kv_opts *o) {
         goto bad;
       o->disk_iters = v;
       set_disk = 1;
+    } else if (strcmp(a, "--cache-mib") == 0) {
+      NEED_VALUE();
+      if (bench_parse_count(val, &v) || v < 1 || v > 65536)
+        goto bad;
+      o->cache_mib = v;
     } else if (strcmp(a, "--seed") == 0) {
       NEED_VALUE();
       if (bench_parse_count(val, &v))
@@ -278,12 +297,12 @@ static void data_key(uint64_t seed, uint64_t i, uint8_t *k) {
     put_u64le(k + 8 * j, mix64((seed << 40) ^ (i * 4 + (uint64_t)j)));
 }
 
-/* Value i: u64 LE i, then 120 bytes derived from i. */
+/* Value i: u64 LE i, then 120 pseudo-random bytes derived from i
+ * (incompressible, like the values of the write cases). */
 static void data_value(uint64_t i, uint8_t *v) {
   put_u64le(v, i);
-  uint64_t x = mix64(i ^ UINT64_C(0xA5A5A5A5));
   for (int j = 8; j < VAL_LEN; j += 8)
-    put_u64le(v + j, x + (uint64_t)j);
+    put_u64le(v + j, mix64(UINT64_C(0xA5A5A5A5A5) ^ (i * 16 + (uint64_t)j / 8)));
 }
 
 static void read_loadavg(double out[3]) {
@@ -604,6 +623,7 @@ typedef struct sys_db {
   int synced;
   char *dir;
   immu_db *db;
+  immu_store_env *env; /* ours: private env, 1 index worker */
 #ifdef IMMUBENCH_HAVE_SQLITE3
   char *sq_path;
   sqlite3 *sq_main; /* keeps the WAL and shm alive between connections */
@@ -663,7 +683,7 @@ static int sq_connect(sys_db *d, sqlite3 **out, char *err, size_t cap) {
   snprintf(sql, sizeof sql,
            "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
            "PRAGMA cache_size=-%zu;",
-           d->synced ? "FULL" : "NORMAL", PEER_CACHE_BYTES >> 10);
+           d->synced ? "FULL" : "NORMAL", g_cache_bytes >> 10);
   if (sq_exec(c, sql, err, cap) != 0) {
     sqlite3_close(c);
     return -1;
@@ -700,6 +720,14 @@ static int sys_open(sys_db *d, int sys, const char *dir, int synced,
     so.io = &counting_io;
     immu_db_options_init(&o);
     o.store = &so;
+    /* What a default open does (a private env with one index worker),
+     * with the cache budget the peers get. */
+    int erc = immu_store_env_new(g_cache_bytes, 1, &d->env);
+    if (erc != 0) {
+      snprintf(err, cap, "immu_store_env_new: %s", immu_err_name(erc));
+      return -1;
+    }
+    o.env = d->env;
     char *p = bench_xasprintf("%s/db", dir);
     int rc = immu_db_open(p, &o, &d->db);
     free(p);
@@ -724,7 +752,7 @@ static int sys_open(sys_db *d, int sys, const char *dir, int synced,
 #ifdef IMMUBENCH_HAVE_ROCKSDB
   case SYS_ROCKS: {
     char *e = NULL;
-    d->rcache = rocksdb_cache_create_lru(PEER_CACHE_BYTES);
+    d->rcache = rocksdb_cache_create_lru(g_cache_bytes);
     d->rbb = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(d->rbb, d->rcache);
     rocksdb_block_based_options_set_filter_policy(
@@ -762,6 +790,7 @@ static int sys_close(sys_db *d, char *err, size_t cap) {
         ret = -1;
       }
     }
+    immu_store_env_free(d->env);
     break;
 #ifdef IMMUBENCH_HAVE_SQLITE3
   case SYS_SQLITE:
@@ -1144,9 +1173,11 @@ typedef struct runner {
 
 static int op_write(worker *w) {
   runner *r = w->r;
+  /* Fresh random keys and values for every op: nothing compresses. */
   for (size_t i = 0; i < r->batch; i++) {
     bench_rng_bytes(&w->rng, w->keys + i * KEY_LEN, KEY_LEN);
     put_u64le(w->vals + i * VAL_LEN, w->seq++);
+    bench_rng_bytes(&w->rng, w->vals + i * VAL_LEN + 8, VAL_LEN - 8);
   }
   return sys_put(&w->th, w->keys, w->vals, r->batch, r->no_wait);
 }
@@ -2103,11 +2134,12 @@ static void print_tables(const ctx *c, const bench_machine *m,
           m->cpu_model[0] ? m->cpu_model : "unknown", m->cores, m->date);
   fprintf(f,
           "data: %s (%s); %.1f s per case; writers: %s; keys %llu; "
-          "32 B keys, 128 B values\n",
+          "32 B keys, 128 B values; cache %llu MiB per system; 1 index "
+          "worker\n",
           c->base, c->fs_type, o->duration,
           o->wait_index ? "wait for the index (noWait=false)"
                         : "commit only (noWait=true)",
-          (unsigned long long)o->keys);
+          (unsigned long long)o->keys, (unsigned long long)o->cache_mib);
   for (int i = 0; i < NDISK; i++)
     if (c->disk[i].ran)
       fprintf(f,
@@ -2328,6 +2360,8 @@ static void write_json(FILE *f, const ctx *c, const bench_machine *m,
   bench_json_bool(&j, "quick", o->quick);
   bench_json_bool(&j, "peers", o->peers);
   bench_json_bool(&j, "writers_wait_for_index", o->wait_index);
+  bench_json_uint(&j, "cache_mib_each_system", o->cache_mib);
+  bench_json_uint(&j, "index_workers", 1);
   bench_json_str(&j, "dir", c->base);
   bench_json_str(&j, "fs_type", c->fs_type);
   bench_json_str(&j, "cases", o->cases);
@@ -2513,6 +2547,7 @@ int bench_store_main(int argc, char **argv) {
     return 2;
   }
   g_real_io = immu__io_default();
+  g_cache_bytes = (size_t)o.cache_mib << 20;
   char *cmdline = bench_command_line("immubench", argc, argv);
   int json_stdout = o.json && strcmp(o.json, "-") == 0;
   FILE *jf = NULL;

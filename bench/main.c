@@ -25,6 +25,9 @@ static const bench_command commands[] = {
     {"kv", bench_store_main,
      "KV layer on disk (W1/W2 writes, R1 Get, R2 verifiable Get) against "
      "SQLite and RocksDB in the same run"},
+    {"grpc", bench_grpc_main,
+     "load against the immudb server over gRPC (Set, VerifiableSet, Get, "
+     "VerifiableGet; 1/16/128 clients) against its own Health RPC rate"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
