@@ -1741,7 +1741,13 @@ void immu_grpc_config_init(immu_grpc_config *c) {
   c->max_call_bytes = (size_t)64 << 20;
   c->max_concurrent_streams = 128;
   c->max_connections = 1024;
-  c->workers = (int)(ncpu > 0 ? 2 * ncpu : 4);
+  /* Handlers block on fsync and on the index (a Set waits for both), so
+   * workers are mostly asleep: with 2 per core, 128 clients queued behind 4
+   * busy workers and group commit had nothing to group (0.95 fsyncs per
+   * Set); 128 workers gave 4-5 Sets per fsync and +15-34% Set/s. */
+  c->workers = (int)(ncpu > 0 ? 32 * ncpu : 64);
+  if (c->workers < 64)
+    c->workers = 64;
   c->idle_timeout_s = 300;
   c->header_timeout_s = 10;
 }

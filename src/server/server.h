@@ -70,7 +70,7 @@ typedef struct immu_grpc_config {
   size_t max_call_bytes;          /* all messages of one call; default 64 MiB */
   uint32_t max_concurrent_streams; /* per connection; default 128 */
   int max_connections;            /* default 1024 */
-  int workers;                    /* default 2 * cores */
+  int workers;                    /* default 32 * cores, at least 64 */
   int idle_timeout_s;             /* no stream and no bytes; default 300 */
   int header_timeout_s;           /* first HEADERS after accept; default 10 */
   const char *uuid;               /* value of the immudb-uuid header */
