@@ -747,13 +747,41 @@ out:
   immu_srv_end(&c);
 }
 
+/* The shared end of VerifiableSetReference and VerifiableZAdd: immudb's
+ * wait for the last committed tx before the existence checks, the write,
+ * then the wait for the index unless noWait. */
+typedef int (*vwrite_fn)(immu_db *db, const void *req, uint64_t since,
+                         immu_db_verifiable_tx *out);
+
+static void verifiable_checked_write(immu_srv_ctx *c, immu_svc_arena *a,
+                                     vwrite_fn write, const void *wreq,
+                                     uint64_t since, int nowait) {
+  immu_db_verifiable_tx v = {0};
+  int rc;
+  if (immu__svc_wait_last(c) != 0)
+    return;
+  if ((rc = write(c->db, wreq, since, &v)) != 0)
+    immu_srv_fail(c->call, rc);
+  else if (nowait || immu__svc_wait_indexed(c, v.tx.header.id) == 0)
+    reply_vtx(c, a, &v);
+  immu_db_verifiable_tx_clear(&v);
+}
+
+static int vwrite_ref(immu_db *db, const void *req, uint64_t since,
+                      immu_db_verifiable_tx *out) {
+  return immu_db_verifiable_set_reference(db, req, since, out);
+}
+
+static int vwrite_zadd(immu_db *db, const void *req, uint64_t since,
+                       immu_db_verifiable_tx *out) {
+  return immu_db_verifiable_zadd(db, req, since, out);
+}
+
 static void h_verifiable_set_reference(immu_grpc_call *call, void *arg) {
   immu_srv_ctx c;
   immu_svc_arena a = IMMU_SVC_ARENA_INIT;
   Immudb__Schema__VerifiableReferenceRequest *req;
-  immu_db_verifiable_tx v = {0};
   immu_db_ref_req rr;
-  int rc;
 
   if (begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
     return;
@@ -764,24 +792,14 @@ static void h_verifiable_set_reference(immu_grpc_call *call, void *arg) {
   if (req->referencerequest == NULL) {
     immu_srv_failf(call, IMMU_GRPC_INVALID_ARGUMENT,
                    "illegal arguments: no reference request");
-    goto done;
-  }
-  if (req->referencerequest->n_preconditions > 0) {
+  } else if (req->referencerequest->n_preconditions > 0) {
     fail_unsupported(call, PRECONDITIONS_UNSUPPORTED);
-    goto done;
+  } else {
+    immu__svc_ref_req(req->referencerequest, &rr);
+    rr.no_wait = 1;
+    verifiable_checked_write(&c, &a, vwrite_ref, &rr, req->provesincetx,
+                             req->referencerequest->nowait);
   }
-  immu__svc_ref_req(req->referencerequest, &rr);
-  rr.no_wait = 1;
-  if (immu__svc_wait_last(&c) != 0)
-    goto done;
-  rc = immu_db_verifiable_set_reference(c.db, &rr, req->provesincetx, &v);
-  if (rc != 0)
-    immu_srv_fail(call, rc);
-  else if (req->referencerequest->nowait ||
-           immu__svc_wait_indexed(&c, v.tx.header.id) == 0)
-    reply_vtx(&c, &a, &v);
-done:
-  immu_db_verifiable_tx_clear(&v);
   FREE_REQ(req);
 out:
   immu__svc_arena_free(&a);
@@ -792,9 +810,7 @@ static void h_verifiable_zadd(immu_grpc_call *call, void *arg) {
   immu_srv_ctx c;
   immu_svc_arena a = IMMU_SVC_ARENA_INIT;
   Immudb__Schema__VerifiableZAddRequest *req;
-  immu_db_verifiable_tx v = {0};
   immu_db_zadd_req zr;
-  int rc;
 
   if (begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
     return;
@@ -805,20 +821,12 @@ static void h_verifiable_zadd(immu_grpc_call *call, void *arg) {
   if (req->zaddrequest == NULL) {
     immu_srv_failf(call, IMMU_GRPC_INVALID_ARGUMENT,
                    "illegal arguments: no zadd request");
-    goto done;
+  } else {
+    immu__svc_zadd_req(req->zaddrequest, &zr);
+    zr.no_wait = 1;
+    verifiable_checked_write(&c, &a, vwrite_zadd, &zr, req->provesincetx,
+                             req->zaddrequest->nowait);
   }
-  immu__svc_zadd_req(req->zaddrequest, &zr);
-  zr.no_wait = 1;
-  if (immu__svc_wait_last(&c) != 0)
-    goto done;
-  rc = immu_db_verifiable_zadd(c.db, &zr, req->provesincetx, &v);
-  if (rc != 0)
-    immu_srv_fail(call, rc);
-  else if (req->zaddrequest->nowait ||
-           immu__svc_wait_indexed(&c, v.tx.header.id) == 0)
-    reply_vtx(&c, &a, &v);
-done:
-  immu_db_verifiable_tx_clear(&v);
   FREE_REQ(req);
 out:
   immu__svc_arena_free(&a);
