@@ -13,6 +13,10 @@
  *    holds exactly s->committed leaves once a group is published.
  *  - Only the holder of the commit token (s->leading) appends to or syncs
  *    the log, txi and aht files, or touches s->tree.
+ *  - The token is held by exactly one of: a thread in lead(), the waiters
+ *    of the oldest batch (BW_LEAD, one of them takes it), a committer
+ *    thread scheduled for the store, or the timer (token_try); or nobody
+ *    (s->leading == 0, and then no batch is queued).
  */
 #include "store/store.h"
 

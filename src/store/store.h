@@ -120,7 +120,10 @@ int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
  * the env's committer threads), never from inside the submitting call, and
  * without any store lock held. Must not block and must be cheap: it
  * delays the rest of its group. It may call immu_store_commit_async and
- * immu_store_on_indexed, never immu_store_commit or immu_store_close. */
+ * immu_store_on_indexed, never immu_store_commit or immu_store_close.
+ * Callbacks of different txs may run concurrently on different threads
+ * and not in tx order (each runs after its own group is published, and
+ * groups are published in order). */
 typedef void (*immu_store_done_fn)(void *arg, int rc,
                                    const immu_tx_header *hdr,
                                    const immu_digest *alh);
