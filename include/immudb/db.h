@@ -358,6 +358,27 @@ typedef struct immu_db_tx_scan_req {
 int immu_db_set(immu_db *db, const immu_db_kv *kvs, size_t n, int no_wait,
                 immu_tx_header *hdr);
 
+/* Completion of immu_db_set_async: rc is what immu_db_set would have
+ * returned after validation (0, IMMU_ETIMEOUT, IMMU_ECORRUPT, IMMU_ECLOSED,
+ * IMMU_EPOISONED, -errno); |hdr| is the committed header (borrowed for the
+ * call) whenever the tx committed - also when the index wait then failed -
+ * and NULL otherwise. immu_db_last_error() gives the message of a non-zero
+ * rc inside the call. Called exactly once, from an engine thread, never
+ * from inside immu_db_set_async, without engine locks held: it must not
+ * block, and may call immu_db_set_async but no blocking immu_db_* call. */
+typedef void (*immu_db_done_fn)(void *arg, int rc, const immu_tx_header *hdr);
+
+/* Set without blocking the caller through the fsync and the index wait.
+ * Validates and copies |kvs| synchronously, returning the errors of
+ * immu_db_set's validation (then |done| is never called); on 0, |done| is
+ * called exactly once later: after durability per the store's mode and,
+ * unless |no_wait|, after the index covers the tx (with immu_db_set's
+ * index-wait timeout). A Set accepted before immu_db_close starts is
+ * committed before close returns; its index wait then ends with
+ * IMMU_ECLOSED (hdr set) unless the index already covered it. */
+int immu_db_set_async(immu_db *db, const immu_db_kv *kvs, size_t n,
+                      int no_wait, immu_db_done_fn done, void *arg);
+
 /* SetReference (spec 7.3): commits key -> referenced_key. Rules: at_tx > 0
  * requires bound_ref and bound_ref requires at_tx > 0; key must not exist
  * as a plain entry (it may already be a reference); referenced_key must
@@ -488,6 +509,19 @@ void immu_db_current_state(immu_db *db, immu_db_state *out);
 int immu_db_verifiable_set(immu_db *db, const immu_db_kv *kvs, size_t n,
                            int no_wait, uint64_t prove_since_tx,
                            immu_db_verifiable_tx *out);
+
+/* The result of a Verifiable* write for tx |hdr->id|, already committed:
+ * the tx and DualProof(prove_since_tx or the tx, the tx). With
+ * immu_db_set_async, check prove_since_tx first with
+ * immu_db_check_prove_since (before committing, as VerifiableSet does).
+ * Errors: engine read errors (the tx stays committed). */
+int immu_db_verifiable_tx_for(immu_db *db, const immu_tx_header *hdr,
+                              uint64_t prove_since_tx,
+                              immu_db_verifiable_tx *out);
+
+/* IMMU_EINVAL ("illegal state: proveSinceTx ...") if |prove_since_tx| is
+ * beyond the last committed tx, else 0. */
+int immu_db_check_prove_since(immu_db *db, uint64_t prove_since_tx);
 int immu_db_verifiable_set_reference(immu_db *db, const immu_db_ref_req *req,
                                      uint64_t prove_since_tx,
                                      immu_db_verifiable_tx *out);

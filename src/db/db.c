@@ -139,12 +139,18 @@ static uint64_t last_committed(immu_db *db) {
   return id;
 }
 
+static int index_wait_fail(immu_db *db, int rc, uint64_t tx);
+
 /* Waits until the index covers tx |tx| (0: nothing to wait for). */
 static int wait_index(immu_db *db, uint64_t tx) {
-  int rc;
   if (tx == 0)
     return 0;
-  rc = immu_store_wait_indexed(db->st, tx, db->wait_ms);
+  return index_wait_fail(db, immu_store_wait_indexed(db->st, tx, db->wait_ms),
+                         tx);
+}
+
+/* The message for the result |rc| of waiting for the index to cover |tx|. */
+static int index_wait_fail(immu_db *db, int rc, uint64_t tx) {
   if (rc == IMMU_ETIMEOUT)
     return fail(rc, "timed out waiting for the index to reach tx %" PRIu64, tx);
   if (rc == IMMU_ECORRUPT)
@@ -610,51 +616,9 @@ struct immu_store *immu_db_store(immu_db *db) {
 /* Commit                                                              */
 /* ------------------------------------------------------------------ */
 
-typedef struct keyref {
-  const uint8_t *k;
-  size_t n;
-} keyref;
-
-static int keyref_cmp(const void *a, const void *b) {
-  const keyref *x = a, *y = b;
-  size_t n = x->n < y->n ? x->n : y->n;
-  int c = n ? memcmp(x->k, y->k, n) : 0;
-  if (c != 0)
-    return c;
-  return x->n < y->n ? -1 : x->n > y->n;
-}
-
-/* 1 if two of the |n| entries share a key, 0 if not, or IMMU_ENOMEM. */
-static int has_duplicates(const immu_store_entry *e, size_t n) {
-  keyref *k;
-  int dup = 0;
-  if (n <= 16) {
-    for (size_t i = 0; i < n; i++)
-      for (size_t j = i + 1; j < n; j++)
-        if (e[i].klen == e[j].klen &&
-            memcmp(e[i].key, e[j].key, e[i].klen) == 0)
-          return 1;
-    return 0;
-  }
-  if ((k = immu__malloc(n * sizeof *k)) == NULL)
-    return IMMU_ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    k[i] = (keyref){e[i].key, e[i].klen};
-  qsort(k, n, sizeof *k, keyref_cmp);
-  for (size_t i = 1; i < n && !dup; i++)
-    dup = keyref_cmp(&k[i - 1], &k[i]) == 0;
-  immu__free(k);
-  return dup;
-}
-
-/* Checks the engine's limits with clear messages, commits, and waits for
- * the index unless |no_wait|. */
-static int commit(immu_db *db, const immu_store_entry *e, size_t n,
-                  immu_store_bind_fn bind, void *bind_arg, int no_wait,
-                  immu_tx_header *hdr) {
-  immu_tx_header h;
-  int rc;
-
+/* Checks the engine's limits with clear messages (the engine would only
+ * say IMMU_EINVAL). */
+static int check_limits(immu_db *db, const immu_store_entry *e, size_t n) {
   if (n == 0)
     return illegal("no entries");
   if (n > db->max_entries)
@@ -670,16 +634,31 @@ static int commit(immu_db *db, const immu_store_entry *e, size_t n,
                   "max value length exceeded (%zu > %" PRIu32 ")", e[i].vlen,
                   db->max_value_len);
   }
-  rc = has_duplicates(e, n);
-  if (rc < 0)
-    return fail(rc, "out of memory");
-  if (rc > 0)
-    return illegal("duplicated key");
-  rc = immu_store_commit(db->st, e, n, bind, bind_arg, &h, NULL);
+  return 0;
+}
+
+/* The message for an engine commit error. The entries passed
+ * check_limits and carry encoded (never empty) keys and no metadata, so
+ * the engine's IMMU_EINVAL can only mean its duplicate-key check: the one
+ * check of each tx (the engine's), no second pass here. */
+static int commit_fail(int rc) {
   if (rc == IMMU_EINVAL)
-    return illegal("invalid entry");
+    return illegal("duplicated key");
+  return engine_fail(rc, "committing");
+}
+
+/* Checks the limits, commits, and waits for the index unless |no_wait|. */
+static int commit(immu_db *db, const immu_store_entry *e, size_t n,
+                  immu_store_bind_fn bind, void *bind_arg, int no_wait,
+                  immu_tx_header *hdr) {
+  immu_tx_header h;
+  int rc;
+
+  if ((rc = check_limits(db, e, n)) != 0)
+    return rc;
+  rc = immu_store_commit(db->st, e, n, bind, bind_arg, &h, NULL);
   if (rc != 0)
-    return engine_fail(rc, "committing");
+    return commit_fail(rc);
   if (hdr != NULL)
     *hdr = h;
   if (!no_wait)
@@ -691,13 +670,16 @@ static int commit(immu_db *db, const immu_store_entry *e, size_t n,
 /* Set                                                                 */
 /* ------------------------------------------------------------------ */
 
-int immu_db_set(immu_db *db, const immu_db_kv *kvs, size_t n, int no_wait,
-                immu_tx_header *hdr) {
+/* Checks |kvs| and encodes them as store entries (SPEC 7.2 EncodeKV) into
+ * *e and *buf, which the caller frees. */
+static int encode_kvs(const immu_db_kv *kvs, size_t n, immu_store_entry **pe,
+                      uint8_t **pbuf) {
   immu_store_entry *e = NULL;
   uint8_t *buf = NULL, *p;
   size_t total = 0, len;
-  int rc;
 
+  *pe = NULL;
+  *pbuf = NULL;
   if (n == 0 || kvs == NULL)
     return illegal("no key-value pairs");
   for (size_t i = 0; i < n; i++) {
@@ -711,8 +693,9 @@ int immu_db_set(immu_db *db, const immu_db_kv *kvs, size_t n, int no_wait,
   e = immu__calloc(n, sizeof *e);
   buf = immu__malloc(total);
   if (e == NULL || buf == NULL) {
-    rc = fail(IMMU_ENOMEM, "out of memory");
-    goto out;
+    immu__free(e);
+    immu__free(buf);
+    return fail(IMMU_ENOMEM, "out of memory");
   }
   p = buf;
   for (size_t i = 0; i < n; i++) {
@@ -726,7 +709,87 @@ int immu_db_set(immu_db *db, const immu_db_kv *kvs, size_t n, int no_wait,
     e[i].vlen = len;
     p += len;
   }
+  *pe = e;
+  *pbuf = buf;
+  return 0;
+}
+
+int immu_db_set(immu_db *db, const immu_db_kv *kvs, size_t n, int no_wait,
+                immu_tx_header *hdr) {
+  immu_store_entry *e;
+  uint8_t *buf;
+  int rc;
+
+  if ((rc = encode_kvs(kvs, n, &e, &buf)) != 0)
+    return rc;
   rc = commit(db, e, n, NULL, NULL, no_wait, hdr);
+  immu__free(e);
+  immu__free(buf);
+  return rc;
+}
+
+/* An immu_db_set_async in flight: commit, then (unless no_wait) the index
+ * wait, then the caller's callback. */
+typedef struct aset {
+  immu_db *db;
+  int no_wait;
+  immu_db_done_fn done;
+  void *arg;
+  immu_tx_header hdr;
+} aset;
+
+static void aset_indexed(void *arg, int rc) {
+  aset *a = arg;
+  if (rc != 0)
+    rc = index_wait_fail(a->db, rc, a->hdr.id);
+  a->done(a->arg, rc, &a->hdr);
+  immu__free(a);
+}
+
+static void aset_committed(void *arg, int rc, const immu_tx_header *hdr,
+                           const immu_digest *alh) {
+  aset *a = arg;
+  (void)alh;
+  if (rc != 0) {
+    rc = commit_fail(rc);
+    a->done(a->arg, rc, NULL);
+    immu__free(a);
+    return;
+  }
+  a->hdr = *hdr;
+  if (a->no_wait) {
+    aset_indexed(a, 0);
+    return;
+  }
+  rc = immu_store_on_indexed(a->db->st, hdr->id, a->db->wait_ms, aset_indexed,
+                             a);
+  if (rc != 0) /* already covered, or failed: done is ours to call */
+    aset_indexed(a, rc == IMMU_STORE_ALREADY ? 0 : rc);
+}
+
+int immu_db_set_async(immu_db *db, const immu_db_kv *kvs, size_t n,
+                      int no_wait, immu_db_done_fn done, void *arg) {
+  immu_store_entry *e;
+  uint8_t *buf;
+  aset *a;
+  int rc;
+
+  if (done == NULL)
+    return illegal("no completion callback");
+  if ((rc = encode_kvs(kvs, n, &e, &buf)) != 0)
+    return rc;
+  if ((rc = check_limits(db, e, n)) != 0)
+    goto out;
+  if ((a = immu__malloc(sizeof *a)) == NULL) {
+    rc = fail(IMMU_ENOMEM, "out of memory");
+    goto out;
+  }
+  *a = (aset){db, no_wait, done, arg, {0}};
+  /* The engine copies the entries into the tx frame before returning. */
+  if ((rc = immu_store_commit_async(db->st, e, n, aset_committed, a)) != 0) {
+    immu__free(a);
+    rc = commit_fail(rc);
+  }
 out:
   immu__free(e);
   immu__free(buf);
@@ -1571,7 +1634,7 @@ void immu_db_verifiable_entry_clear(immu_db_verifiable_entry *v) {
 }
 
 /* SPEC 7.4: the server rejects ProveSinceTx beyond the last committed tx. */
-static int check_prove_since(immu_db *db, uint64_t prove_since_tx) {
+int immu_db_check_prove_since(immu_db *db, uint64_t prove_since_tx) {
   if (prove_since_tx > last_committed(db))
     return fail(IMMU_EINVAL,
                 "illegal state: proveSinceTx (%" PRIu64
@@ -1602,11 +1665,14 @@ static void proof_ends(uint64_t tx, uint64_t prove_since_tx, uint64_t *source,
   }
 }
 
-/* Verifiable* write calls: tx |id| just committed, proven from
+/* Verifiable* write calls: tx |hdr->id| just committed, proven from
  * prove_since_tx (or itself). */
-static int written_vtx(immu_db *db, uint64_t id, uint64_t prove_since_tx,
-                       immu_db_verifiable_tx *out) {
+int immu_db_verifiable_tx_for(immu_db *db, const immu_tx_header *hdr,
+                              uint64_t prove_since_tx,
+                              immu_db_verifiable_tx *out) {
+  uint64_t id = hdr->id;
   int rc;
+  memset(out, 0, sizeof *out);
   if ((rc = load_tx(db, id, &out->tx, NULL)) != 0)
     return rc;
   rc = dual_proof(db, prove_since_tx ? prove_since_tx : id, id, &out->proof);
@@ -1621,10 +1687,10 @@ int immu_db_verifiable_set(immu_db *db, const immu_db_kv *kvs, size_t n,
   immu_tx_header h;
   int rc;
   memset(out, 0, sizeof *out);
-  if ((rc = check_prove_since(db, prove_since_tx)) != 0 ||
+  if ((rc = immu_db_check_prove_since(db, prove_since_tx)) != 0 ||
       (rc = immu_db_set(db, kvs, n, no_wait, &h)) != 0)
     return rc;
-  return written_vtx(db, h.id, prove_since_tx, out);
+  return immu_db_verifiable_tx_for(db, &h, prove_since_tx, out);
 }
 
 int immu_db_verifiable_set_reference(immu_db *db, const immu_db_ref_req *req,
@@ -1633,10 +1699,10 @@ int immu_db_verifiable_set_reference(immu_db *db, const immu_db_ref_req *req,
   immu_tx_header h;
   int rc;
   memset(out, 0, sizeof *out);
-  if ((rc = check_prove_since(db, prove_since_tx)) != 0 ||
+  if ((rc = immu_db_check_prove_since(db, prove_since_tx)) != 0 ||
       (rc = immu_db_set_reference(db, req, &h)) != 0)
     return rc;
-  return written_vtx(db, h.id, prove_since_tx, out);
+  return immu_db_verifiable_tx_for(db, &h, prove_since_tx, out);
 }
 
 int immu_db_verifiable_zadd(immu_db *db, const immu_db_zadd_req *req,
@@ -1645,10 +1711,10 @@ int immu_db_verifiable_zadd(immu_db *db, const immu_db_zadd_req *req,
   immu_tx_header h;
   int rc;
   memset(out, 0, sizeof *out);
-  if ((rc = check_prove_since(db, prove_since_tx)) != 0 ||
+  if ((rc = immu_db_check_prove_since(db, prove_since_tx)) != 0 ||
       (rc = immu_db_zadd(db, req, &h)) != 0)
     return rc;
-  return written_vtx(db, h.id, prove_since_tx, out);
+  return immu_db_verifiable_tx_for(db, &h, prove_since_tx, out);
 }
 
 /* Inclusion proof of store key |k| in |rec| (spec 4.2), checking on the
@@ -1698,7 +1764,7 @@ int immu_db_verifiable_get(immu_db *db, const immu_db_key_req *req,
   int rc;
 
   memset(out, 0, sizeof *out);
-  if ((rc = check_prove_since(db, prove_since_tx)) != 0 ||
+  if ((rc = immu_db_check_prove_since(db, prove_since_tx)) != 0 ||
       (rc = immu_db_get(db, req, &out->entry)) != 0)
     return rc;
   /* SPEC 7.4: prove the requested key's own entry (the reference's, when
@@ -1737,7 +1803,7 @@ int immu_db_verifiable_tx_by_id(immu_db *db, uint64_t id,
   int rc;
 
   memset(out, 0, sizeof *out);
-  if ((rc = check_prove_since(db, prove_since_tx)) != 0 ||
+  if ((rc = immu_db_check_prove_since(db, prove_since_tx)) != 0 ||
       (rc = load_tx(db, id, &out->tx, NULL)) != 0)
     return rc;
   proof_ends(id, prove_since_tx, &source, &target);

@@ -13,6 +13,10 @@
  *    holds exactly s->committed leaves once a group is published.
  *  - Only the holder of the commit token (s->leading) appends to or syncs
  *    the log, txi and aht files, or touches s->tree.
+ *  - The token is held by exactly one of: a thread in lead(), the waiters
+ *    of the oldest batch (BW_LEAD, one of them takes it), a committer
+ *    thread scheduled for the store, or the timer (token_try); or nobody
+ *    (s->leading == 0, and then no batch is queued).
  */
 #include "store/store.h"
 
@@ -24,8 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/endian.h"
 #include "core/mem.h"
@@ -225,6 +233,11 @@ static int frec_truncate(frec *f, uint64_t cnt) {
 /* store and env structures                                            */
 /* ------------------------------------------------------------------ */
 
+typedef struct cbatch cbatch;
+
+/* One tx on its way through the commit path. A synchronous committer's
+ * item lives on its stack; an asynchronous one's on the heap, owned by the
+ * engine until its done callback has run. */
 typedef struct citem {
   struct citem *next;
   int replica; /* frame prebuilt elsewhere: check it extends the chain */
@@ -239,13 +252,48 @@ typedef struct citem {
   immu_digest alh;
   uint64_t pos;
   int rc;
-  int done;
-  int lead;
-  pthread_cond_t cv;
+  immu_store_done_fn done; /* NULL for a synchronous committer */
+  void *done_arg;
 } citem;
+
+/* Batch word: the state in the low bits, plus a flag set by any waiter
+ * before it sleeps so that a publisher with nobody asleep skips the
+ * futex_wake syscall. */
+#define BW_PENDING 0u
+#define BW_LEAD 1u /* the token was handed to this batch's waiters */
+#define BW_DONE 2u /* published: every item has its result */
+#define BW_STATE 3u
+#define BW_SLEEP 4u
+
+/* A commit group in the making. Writers join the newest batch (the open
+ * one) until it holds max_group txs; the token holder takes whole batches,
+ * so a batch is exactly one group. Its waiters sleep on |word| outside
+ * s->mu, and publishing the group wakes all of them with one futex_wake
+ * instead of one condvar signal (and one s->mu round trip) per tx. */
+struct cbatch {
+  cbatch *next;
+  citem *head, *tail;
+  size_t cnt;
+  int nsync; /* synchronous waiters (under s->mu while queued) */
+  _Atomic uint32_t word;
+  /* The queue / publisher holds one reference and every synchronous
+   * waiter one: a waiter that sees BW_DONE may return before the
+   * publisher's futex_wake, so the last one out frees the batch. */
+  _Atomic int refs;
+};
 
 static int run_item(immu_store *s, citem *it, immu_tx_header *hdr,
                     immu_digest *alh);
+
+/* A tx waiting for the index (immu_store_on_indexed). */
+typedef struct iwait {
+  struct iwait *next;
+  uint64_t tx;
+  double deadline; /* now_s() based; < 0 = none */
+  immu_store_indexed_fn fn;
+  void *arg;
+  int rc; /* set when detached */
+} iwait;
 
 /* A committed frame waiting for the indexer (saves reading it back). */
 typedef struct iqitem {
@@ -272,8 +320,17 @@ struct immu_store {
 
   pthread_mutex_t mu;
   pthread_cond_t cv_indexed;
-  citem *qhead, *qtail;
+  cbatch *bhead, *btail; /* batches waiting for the token (under mu) */
   int leading;
+  /* Threads inside lead() plus leads scheduled on the env's committer
+   * threads (under mu): close() waits for 0, since such a thread still
+   * touches the store after the token is passed on. */
+  int busy;
+  int pool_sched; /* on the env's committer queue (under env->cmu) */
+  struct immu_store *cnext;
+  /* immu_store_on_indexed waiters, by tx (under mu) */
+  iwait *iwhead, *iwtail;
+  size_t niw_timed;
   int closing;
   int poisoned; /* the fatal error, or 0 */
 
@@ -326,6 +383,16 @@ struct immu_store_env {
   pthread_t timer;
   int timer_started;
   int stop;
+  /* Committer threads: lead for stores whose next group has no waiting
+   * thread (only asynchronous commits), since the submitting thread must
+   * not block. Started on the first asynchronous commit. Leaf lock: no
+   * other lock is taken while holding cmu. */
+  pthread_mutex_t cmu;
+  pthread_cond_t ccv;
+  immu_store *chead, *ctail;
+  pthread_t *committers;
+  int ncommitters;
+  int cstop;
 };
 
 static double now_s(void) {
@@ -809,18 +876,68 @@ int immu_store_dual_proof(immu_store *s, uint64_t source_id, uint64_t target_id,
 /* commit path                                                         */
 /* ------------------------------------------------------------------ */
 
-typedef struct keyref {
-  const uint8_t *k;
-  size_t n;
-} keyref;
+/* A fast non-cryptographic hash of a key, for the duplicate check only
+ * (collisions just cost a memcmp). */
+static uint64_t key_hash(const uint8_t *k, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (n * 0xff51afd7ed558ccdull);
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, k, 8);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    k += 8;
+    n -= 8;
+  }
+  uint64_t w = 0;
+  memcpy(&w, k, n);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+  return h ^ (h >> 32);
+}
 
-static int keyref_cmp(const void *a, const void *b) {
-  const keyref *x = a, *y = b;
-  size_t n = x->n < y->n ? x->n : y->n;
-  int c = memcmp(x->k, y->k, n);
-  if (c != 0)
-    return c;
-  return x->n < y->n ? -1 : x->n > y->n;
+/* Slots of the on-stack table: covers the default 1024 entries per tx. */
+#define DUP_STACK_SLOTS 2048u
+
+/* 1 if two entries share a key, 0 if not, IMMU_ENOMEM. Pairwise for a few
+ * entries; above that an open-addressing table of entry indexes (at most
+ * half full) instead of a sort: W2's 1000-key txs spent 8% of their CPU in
+ * qsort here. */
+static int has_dup_keys(const immu_store_entry *e, size_t n) {
+  if (n <= 16) {
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = i + 1; j < n; j++)
+        if (e[i].klen == e[j].klen &&
+            memcmp(e[i].key, e[j].key, e[i].klen) == 0)
+          return 1;
+    return 0;
+  }
+  uint32_t stack_slots[DUP_STACK_SLOTS];
+  uint32_t *slot = stack_slots;
+  size_t cap = 64;
+  while (cap < 2 * n)
+    cap *= 2;
+  if (cap > DUP_STACK_SLOTS &&
+      (slot = immu__malloc(cap * sizeof *slot)) == NULL)
+    return IMMU_ENOMEM;
+  memset(slot, 0xff, cap * sizeof *slot); /* UINT32_MAX = empty */
+  int dup = 0;
+  for (size_t i = 0; i < n && !dup; i++) {
+    size_t h = (size_t)key_hash(e[i].key, e[i].klen) & (cap - 1);
+    for (;; h = (h + 1) & (cap - 1)) {
+      uint32_t j = slot[h];
+      if (j == UINT32_MAX) {
+        slot[h] = (uint32_t)i;
+        break;
+      }
+      if (e[j].klen == e[i].klen &&
+          memcmp(e[j].key, e[i].key, e[i].klen) == 0) {
+        dup = 1;
+        break;
+      }
+    }
+  }
+  if (slot != stack_slots)
+    immu__free(slot);
+  return dup;
 }
 
 static int validate(immu_store *s, const immu_store_entry *e, size_t n) {
@@ -832,26 +949,8 @@ static int validate(immu_store *s, const immu_store_entry *e, size_t n) {
         e[i].mdlen > IMMU_KV_MD_MAX)
       return IMMU_EINVAL;
   }
-  if (n <= 16) {
-    for (size_t i = 0; i < n; i++)
-      for (size_t j = i + 1; j < n; j++)
-        if (e[i].klen == e[j].klen &&
-            memcmp(e[i].key, e[j].key, e[i].klen) == 0)
-          return IMMU_EINVAL;
-    return 0;
-  }
-  keyref *k = immu__malloc(n * sizeof *k);
-  if (k == NULL)
-    return IMMU_ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    k[i] = (keyref){e[i].key, e[i].klen};
-  qsort(k, n, sizeof *k, keyref_cmp);
-  int rc = 0;
-  for (size_t i = 1; i < n && rc == 0; i++)
-    if (keyref_cmp(&k[i - 1], &k[i]) == 0)
-      rc = IMMU_EINVAL;
-  immu__free(k);
-  return rc;
+  int rc = has_dup_keys(e, n);
+  return rc < 0 ? rc : rc ? IMMU_EINVAL : 0;
 }
 
 /* Hashes the entries and encodes the frame (all but the id-dependent head
@@ -926,8 +1025,8 @@ static int sync_derived(immu_store *s) {
 /* One commit group on its way: written by the token holder, then (synced
  * mode) fsynced outside the token, then published strictly in order. */
 typedef struct cgroup {
-  citem **items;
-  size_t cnt;
+  cbatch *b; /* its txs */
+  citem *fire; /* asynchronous items to complete after publication */
   uint64_t seq;
   uint64_t last_id; /* last tx of the group (0 if none succeeded) */
   immu_digest last_alh;
@@ -1007,20 +1106,18 @@ static void poison(immu_store *s, int rc, const char *what) {
 static void write_group(immu_store *s, cgroup *g) {
   struct iovec iov_stack[64];
   struct iovec *iov = iov_stack;
-  citem **items = g->items;
-  size_t cnt = g->cnt, nok = 0;
+  size_t cnt = g->b->cnt, nok = 0;
   int64_t ts = (int64_t)time(NULL);
   gsnap snap = {s->next_id, frec_total(&s->aht), s->last_alh, s->cur_root};
   int rc;
 
   g->last_id = 0;
   if (cnt > 64 && (iov = immu__malloc(cnt * sizeof *iov)) == NULL) {
-    for (size_t i = 0; i < cnt; i++)
-      items[i]->rc = IMMU_ENOMEM;
+    for (citem *it = g->b->head; it != NULL; it = it->next)
+      it->rc = IMMU_ENOMEM;
     return;
   }
-  for (size_t i = 0; i < cnt; i++) {
-    citem *it = items[i];
+  for (citem *it = g->b->head; it != NULL; it = it->next) {
     if (it->rc != 0)
       continue;
     if (it->replica) {
@@ -1080,9 +1177,9 @@ static void write_group(immu_store *s, cgroup *g) {
   uint64_t base;
   if ((rc = immu__seg_append(s->log, iov, (int)nok, &base)) != 0) {
     int rrc = rollback(s, &snap);
-    for (size_t i = 0; i < cnt; i++)
-      if (items[i]->rc == 0)
-        items[i]->rc = rc;
+    for (citem *it = g->b->head; it != NULL; it = it->next)
+      if (it->rc == 0)
+        it->rc = rc;
     if (rrc != 0)
       poison(s, rrc, "restoring the tree after a failed log write");
     else
@@ -1091,8 +1188,7 @@ static void write_group(immu_store *s, cgroup *g) {
     goto out;
   }
   uint64_t pos = base;
-  for (size_t i = 0; i < cnt; i++) {
-    citem *it = items[i];
+  for (citem *it = g->b->head; it != NULL; it = it->next) {
     uint8_t rec[TXI_REC];
     if (it->rc != 0)
       continue;
@@ -1107,9 +1203,9 @@ static void write_group(immu_store *s, cgroup *g) {
   if (rc == 0 && s->aht.blen >= FREC_FLUSH_AT)
     rc = frec_flush(&s->aht);
   if (rc != 0) {
-    for (size_t i = 0; i < cnt; i++)
-      if (items[i]->rc == 0)
-        items[i]->rc = rc;
+    for (citem *it = g->b->head; it != NULL; it = it->next)
+      if (it->rc == 0)
+        it->rc = rc;
     poison(s, rc, "writing the tx index or tree files");
     goto out;
   }
@@ -1124,36 +1220,60 @@ out:
     immu__free(iov);
 }
 
+/* The futex syscall, for the batch words: waiters sleep outside s->mu and
+ * one wake releases a whole group. EINTR and EAGAIN (the word changed)
+ * just make the caller look at the word again. */
+static void futex_wait(_Atomic uint32_t *w, uint32_t v) {
+  (void)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, v, NULL, NULL,
+                0);
+}
+
+static void futex_wake(_Atomic uint32_t *w, int n) {
+  (void)syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, n, NULL, NULL,
+                0);
+}
+
+static void batch_unref(cbatch *b) {
+  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    immu__free(b);
+}
+
 /* Publishes |g| once every earlier group is published (s->mu held); a
- * failed fsync (|sync_rc|) or an earlier fatal error fails the group. */
+ * failed fsync (|sync_rc|) or an earlier fatal error fails the group.
+ * Asynchronous items move to g->fire; finish_group() then releases the
+ * waiters and runs the callbacks without s->mu. */
 static void publish_group(immu_store *s, cgroup *g, int sync_rc) {
   while (s->pub_seq + 1 != g->seq)
     pthread_cond_wait(&s->cv_pub, &s->mu);
   if (sync_rc != 0)
     poison_locked(s, sync_rc, "log fsync");
   int fail = s->poisoned ? (sync_rc ? sync_rc : IMMU_EPOISONED) : 0;
-  for (size_t i = 0; i < g->cnt; i++) {
-    citem *it = g->items[i];
-    if (it->rc != 0)
-      continue;
-    if (fail) {
+  citem **fire_tail = &g->fire;
+  for (citem *it = g->b->head, *next; it != NULL; it = next) {
+    next = it->next;
+    if (it->rc == 0 && fail)
       it->rc = fail;
-      continue;
+    if (it->rc == 0) {
+      s->entries += it->n;
+      s->value_bytes += it->nbytes;
+      /* Hand the frame to the indexer instead of freeing it. */
+      iqitem *q = NULL;
+      if (s->iqbytes + it->flen <= IQ_MAX_BYTES &&
+          (q = immu__malloc(sizeof *q)) != NULL) {
+        *q = (iqitem){NULL, it->hdr.id, it->pos, it->frame, it->flen};
+        if (s->iqtail)
+          s->iqtail->next = q;
+        else
+          s->iqhead = q;
+        s->iqtail = q;
+        s->iqbytes += it->flen;
+        it->frame = NULL;
+      }
     }
-    s->entries += it->n;
-    s->value_bytes += it->nbytes;
-    /* Hand the frame to the indexer instead of freeing it. */
-    iqitem *q = NULL;
-    if (s->iqbytes + it->flen <= IQ_MAX_BYTES &&
-        (q = immu__malloc(sizeof *q)) != NULL) {
-      *q = (iqitem){NULL, it->hdr.id, it->pos, it->frame, it->flen};
-      if (s->iqtail)
-        s->iqtail->next = q;
-      else
-        s->iqhead = q;
-      s->iqtail = q;
-      s->iqbytes += it->flen;
-      it->frame = NULL;
+    if (it->done != NULL) {
+      it->next = NULL;
+      *fire_tail = it;
+      fire_tail = &it->next;
     }
   }
   if (!fail && g->last_id > 0) {
@@ -1171,56 +1291,97 @@ static void publish_group(immu_store *s, cgroup *g, int sync_rc) {
   s->pub_seq = g->seq;
   pthread_cond_broadcast(&s->cv_pub);
   pthread_cond_broadcast(&s->cv_indexed); /* close() waits for this */
-  for (size_t i = 0; i < g->cnt; i++) {
-    g->items[i]->done = 1;
-    pthread_cond_signal(&g->items[i]->cv);
-  }
 }
 
-/* Passes the token to the first waiting writer, or frees it (s->mu held). */
+/* After publish_group, without s->mu: wakes every waiting writer of the
+ * group with one syscall (none if nobody went to sleep), then completes the
+ * asynchronous items. The batch's sync items must not be touched after the
+ * exchange: their owners may have returned. */
+static void finish_group(cgroup *g) {
+  cbatch *b = g->b;
+  uint32_t old =
+      atomic_exchange_explicit(&b->word, BW_DONE, memory_order_acq_rel);
+  if (old & BW_SLEEP)
+    futex_wake(&b->word, INT_MAX);
+  batch_unref(b);
+  for (citem *it = g->fire, *next; it != NULL; it = next) {
+    next = it->next;
+    it->done(it->done_arg, it->rc, it->rc == 0 ? &it->hdr : NULL,
+             it->rc == 0 ? &it->alh : NULL);
+    immu__free(it->frame);
+    immu__free(it);
+  }
+  g->fire = NULL;
+}
+
+/* Queues the token for one of the env's committer threads (s->mu held). */
+static void schedule_committer(immu_store *s) {
+  immu_store_env *env = s->env;
+  s->busy++;
+  pthread_mutex_lock(&env->cmu);
+  s->cnext = NULL;
+  if (env->ctail)
+    env->ctail->cnext = s;
+  else
+    env->chead = s;
+  env->ctail = s;
+  pthread_cond_signal(&env->ccv);
+  pthread_mutex_unlock(&env->cmu);
+}
+
+/* Passes the token on (s->mu held): to a thread waiting in the oldest
+ * batch (one futex wake, any of them may take it), to a committer thread
+ * if that batch holds only asynchronous commits, or frees it. */
 static void pass_token(immu_store *s) {
-  if (s->qhead != NULL) {
-    s->qhead->lead = 1;
-    pthread_cond_signal(&s->qhead->cv);
-  } else {
+  cbatch *b = s->bhead;
+  if (b == NULL) {
     s->leading = 0;
     pthread_cond_broadcast(&s->cv_indexed); /* close() waits on it too */
+    return;
   }
+  if (b->nsync > 0) {
+    /* The state is BW_PENDING here: only the token holder sets BW_LEAD,
+     * and the batch is taken before the token moves again. */
+    uint32_t old =
+        atomic_fetch_or_explicit(&b->word, BW_LEAD, memory_order_acq_rel);
+    if (old & BW_SLEEP)
+      futex_wake(&b->word, 1);
+    return;
+  }
+  schedule_committer(s);
 }
 
 /* Called with s->mu held and the token taken; returns with s->mu held and
- * the token passed on. In synced mode the leader writes its group, passes
- * the token at once so the next group can be written while this one's
- * fsync runs (fsyncs of successive groups overlap; publication stays in
- * order). Without an fsync it runs up to LEAD_ROUNDS groups back to back,
- * since waking another thread per group would cost more than the group. */
+ * the token passed on. Each round takes the oldest batch as its group. In
+ * synced mode the leader writes its group, passes the token at once so the
+ * next group can be written while this one's fsync runs (fsyncs of
+ * successive groups overlap; publication stays in order). Without an fsync
+ * it runs up to LEAD_ROUNDS groups back to back, since waking another
+ * thread per group would cost more than the group. */
 #define LEAD_ROUNDS 8
 static void lead(immu_store *s) {
-  citem *stack_items[64];
-  size_t cap = s->opt.max_group;
-  citem **items = stack_items;
-  if (cap > 64 && (items = immu__malloc(cap * sizeof *items)) == NULL) {
-    items = stack_items;
-    cap = 64;
-  }
+  s->busy++;
   for (int round = 0;; round++) {
     /* Bound the fsyncs in flight: while the disk works on them, writers
-     * keep queueing behind the token and the next group grows. */
+     * keep joining the open batch and the next group grows. */
     while (s->inflight >= s->max_inflight)
       pthread_cond_wait(&s->cv_pub, &s->mu);
-    cgroup g = {items, 0, 0, 0, {{0}}, 0, 0, 0};
-    while (s->qhead != NULL && g.cnt < cap) {
-      items[g.cnt++] = s->qhead;
-      s->qhead = s->qhead->next;
+    cbatch *b = s->bhead;
+    if (b == NULL) {
+      pass_token(s);
+      break;
     }
-    if (s->qhead == NULL)
-      s->qtail = NULL;
+    s->bhead = b->next;
+    if (s->bhead == NULL)
+      s->btail = NULL;
+    b->next = NULL;
+    cgroup g = {b, NULL, 0, 0, {{0}}, 0, 0, 0};
     g.seq = ++s->write_seq;
     int poisoned = s->poisoned;
     pthread_mutex_unlock(&s->mu);
     if (poisoned) {
-      for (size_t i = 0; i < g.cnt; i++)
-        items[i]->rc = IMMU_EPOISONED;
+      for (citem *it = b->head; it != NULL; it = it->next)
+        it->rc = IMMU_EPOISONED;
     } else {
       if (now_s() - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0) {
         int rc = do_checkpoint(s);
@@ -1238,19 +1399,88 @@ static void lead(immu_store *s) {
       pthread_mutex_lock(&s->mu);
       s->inflight--;
       publish_group(s, &g, rc);
+      pthread_mutex_unlock(&s->mu);
+      finish_group(&g);
+      pthread_mutex_lock(&s->mu);
       break;
     }
     publish_group(s, &g, 0);
-    if (s->qhead != NULL && round + 1 < LEAD_ROUNDS && !s->poisoned)
-      continue;
-    pass_token(s);
-    break;
+    int more = s->bhead != NULL && round + 1 < LEAD_ROUNDS && !s->poisoned;
+    if (!more)
+      pass_token(s);
+    pthread_mutex_unlock(&s->mu);
+    finish_group(&g);
+    pthread_mutex_lock(&s->mu);
+    if (!more)
+      break;
   }
   pthread_mutex_unlock(&s->mu);
   env_schedule(s);
   pthread_mutex_lock(&s->mu);
-  if (items != stack_items)
-    immu__free(items);
+  s->busy--;
+  if (s->closing)
+    pthread_cond_broadcast(&s->cv_indexed);
+}
+
+/* Adds |it| to the open batch, opening a new one when there is none or it
+ * is full (s->mu held). */
+static int enqueue_locked(immu_store *s, citem *it, cbatch **out) {
+  cbatch *b = s->btail;
+  if (b == NULL || b->cnt >= s->opt.max_group) {
+    if ((b = immu__calloc(1, sizeof *b)) == NULL)
+      return IMMU_ENOMEM;
+    atomic_init(&b->word, BW_PENDING);
+    atomic_init(&b->refs, 1);
+    if (s->btail)
+      s->btail->next = b;
+    else
+      s->bhead = b;
+    s->btail = b;
+  }
+  it->next = NULL;
+  if (b->tail)
+    b->tail->next = it;
+  else
+    b->head = it;
+  b->tail = it;
+  b->cnt++;
+  if (it->done == NULL) {
+    b->nsync++;
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  }
+  *out = b;
+  return 0;
+}
+
+/* A synchronous committer waits for its batch to be published, leading
+ * when the token is handed to the batch. */
+static void wait_batch(immu_store *s, cbatch *b) {
+  for (;;) {
+    uint32_t v = atomic_load_explicit(&b->word, memory_order_acquire);
+    uint32_t st = v & BW_STATE;
+    if (st == BW_DONE)
+      return;
+    if (st == BW_LEAD) {
+      /* Several waiters may see it; the one whose exchange succeeds
+       * leads, the others go back to sleep. */
+      if (atomic_compare_exchange_strong_explicit(
+              &b->word, &v, (v & ~BW_STATE) | BW_PENDING,
+              memory_order_acq_rel, memory_order_acquire)) {
+        pthread_mutex_lock(&s->mu);
+        lead(s);
+        pthread_mutex_unlock(&s->mu);
+      }
+      continue;
+    }
+    if (!(v & BW_SLEEP)) {
+      if (!atomic_compare_exchange_strong_explicit(&b->word, &v, v | BW_SLEEP,
+                                                   memory_order_acq_rel,
+                                                   memory_order_acquire))
+        continue;
+      v |= BW_SLEEP;
+    }
+    futex_wait(&b->word, v);
+  }
 }
 
 int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
@@ -1276,32 +1506,25 @@ int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
 static int run_item(immu_store *s, citem *it_, immu_tx_header *hdr,
                     immu_digest *alh) {
   citem it = *it_;
+  cbatch *b;
   int rc;
-  pthread_cond_init(&it.cv, NULL);
   pthread_mutex_lock(&s->mu);
   if (s->closing || s->poisoned) {
     rc = s->closing ? IMMU_ECLOSED : IMMU_EPOISONED;
     pthread_mutex_unlock(&s->mu);
     goto out;
   }
-  if (s->qtail)
-    s->qtail->next = &it;
-  else
-    s->qhead = &it;
-  s->qtail = &it;
+  if ((rc = enqueue_locked(s, &it, &b)) != 0) {
+    pthread_mutex_unlock(&s->mu);
+    goto out;
+  }
   if (!s->leading) {
     s->leading = 1;
     lead(s);
   }
-  while (!it.done) {
-    if (it.lead) {
-      it.lead = 0;
-      lead(s);
-      continue;
-    }
-    pthread_cond_wait(&it.cv, &s->mu);
-  }
   pthread_mutex_unlock(&s->mu);
+  wait_batch(s, b);
+  batch_unref(b);
   rc = it.rc;
   if (rc == 0) {
     if (hdr)
@@ -1310,8 +1533,50 @@ static int run_item(immu_store *s, citem *it_, immu_tx_header *hdr,
       *alh = it.alh;
   }
 out:
-  pthread_cond_destroy(&it.cv);
   immu__free(it.frame);
+  return rc;
+}
+
+static int env_start_committers(immu_store_env *env);
+
+int immu_store_commit_async(immu_store *s, const immu_store_entry *e,
+                            size_t n, immu_store_done_fn done, void *arg) {
+  citem *it;
+  cbatch *b;
+  int rc;
+
+  if (done == NULL)
+    return IMMU_EINVAL;
+  if ((rc = validate(s, e, n)) != 0 ||
+      (rc = env_start_committers(s->env)) != 0)
+    return rc;
+  if ((it = immu__calloc(1, sizeof *it)) == NULL)
+    return IMMU_ENOMEM;
+  it->e = e;
+  it->n = n;
+  if ((rc = build_frame(it)) != 0) {
+    immu__free(it);
+    return rc;
+  }
+  it->e = NULL; /* the frame holds the bytes now; |e| is the caller's */
+  it->done = done;
+  it->done_arg = arg;
+  pthread_mutex_lock(&s->mu);
+  if (s->closing || s->poisoned)
+    rc = s->closing ? IMMU_ECLOSED : IMMU_EPOISONED;
+  else
+    rc = enqueue_locked(s, it, &b);
+  if (rc == 0 && !s->leading) {
+    /* Never lead here: the caller must not block on the write or fsync,
+     * and done must not run inside this call. */
+    s->leading = 1;
+    schedule_committer(s);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (rc != 0) {
+    immu__free(it->frame);
+    immu__free(it);
+  }
   return rc;
 }
 
@@ -1336,14 +1601,119 @@ static int token_try(immu_store *s) {
 
 static void token_release(immu_store *s) {
   pthread_mutex_lock(&s->mu);
-  if (s->qhead != NULL) {
-    s->qhead->lead = 1;
-    pthread_cond_signal(&s->qhead->cv);
-  } else {
-    s->leading = 0;
-    pthread_cond_broadcast(&s->cv_indexed);
-  }
+  pass_token(s);
   pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* index waiters (immu_store_on_indexed)                               */
+/* ------------------------------------------------------------------ */
+
+static void iw_unlink_fix_tail(immu_store *s) {
+  iwait *t = s->iwhead;
+  while (t != NULL && t->next != NULL)
+    t = t->next;
+  s->iwtail = t;
+}
+
+/* Detaches the waiters for txs up to |upto|, or every waiter when |rc| is
+ * not 0, each with result |rc| (s->mu held). The list is sorted by tx. */
+static iwait *iw_take_locked(immu_store *s, uint64_t upto, int rc) {
+  iwait *out = NULL, **tail = &out;
+  while (s->iwhead != NULL && (rc != 0 || s->iwhead->tx <= upto)) {
+    iwait *x = s->iwhead;
+    s->iwhead = x->next;
+    if (x->deadline >= 0)
+      s->niw_timed--;
+    x->rc = rc;
+    x->next = NULL;
+    *tail = x;
+    tail = &x->next;
+  }
+  if (s->iwhead == NULL)
+    s->iwtail = NULL;
+  return out;
+}
+
+/* Detaches the waiters whose deadline passed, appending them to |*tail|
+ * (s->mu held). */
+static iwait **iw_take_expired_locked(immu_store *s, double now,
+                                      iwait **tail) {
+  iwait **pp = &s->iwhead;
+  int removed = 0;
+  while (*pp != NULL) {
+    iwait *x = *pp;
+    if (x->deadline >= 0 && x->deadline <= now) {
+      *pp = x->next;
+      s->niw_timed--;
+      x->rc = IMMU_ETIMEOUT;
+      x->next = NULL;
+      *tail = x;
+      tail = &x->next;
+      removed = 1;
+      continue;
+    }
+    pp = &x->next;
+  }
+  if (removed)
+    iw_unlink_fix_tail(s);
+  return tail;
+}
+
+static void iw_fire(iwait *w) {
+  while (w != NULL) {
+    iwait *next = w->next;
+    w->fn(w->arg, w->rc);
+    immu__free(w);
+    w = next;
+  }
+}
+
+int immu_store_on_indexed(immu_store *s, uint64_t tx, long timeout_ms,
+                          immu_store_indexed_fn done, void *arg) {
+  iwait *w;
+  int rc = 0;
+  if (done == NULL)
+    return IMMU_EINVAL;
+  if (atomic_load(&s->indexed) >= tx)
+    return IMMU_STORE_ALREADY;
+  if ((w = immu__malloc(sizeof *w)) == NULL)
+    return IMMU_ENOMEM;
+  *w = (iwait){NULL, tx, timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1e3,
+               done, arg, 0};
+  pthread_mutex_lock(&s->mu);
+  /* Rechecked under mu: index_step advances |indexed| and detaches the
+   * covered waiters under it, so none is missed. */
+  if (atomic_load(&s->indexed) >= tx)
+    rc = IMMU_STORE_ALREADY;
+  else if (s->index_err == IMMU_ECORRUPT)
+    rc = IMMU_ECORRUPT;
+  else if (s->closing)
+    rc = IMMU_ECLOSED;
+  else if (timeout_ms == 0)
+    rc = IMMU_ETIMEOUT;
+  if (rc != 0) {
+    pthread_mutex_unlock(&s->mu);
+    immu__free(w);
+    return rc;
+  }
+  if (s->iwtail == NULL || s->iwtail->tx <= tx) {
+    if (s->iwtail)
+      s->iwtail->next = w;
+    else
+      s->iwhead = w;
+    s->iwtail = w;
+  } else { /* out of order (rare): keep the list sorted */
+    iwait **pp = &s->iwhead;
+    while ((*pp)->tx <= tx)
+      pp = &(*pp)->next;
+    w->next = *pp;
+    *pp = w;
+  }
+  if (w->deadline >= 0)
+    s->niw_timed++;
+  pthread_mutex_unlock(&s->mu);
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1354,6 +1724,7 @@ static void token_release(immu_store *s) {
 static int index_step(immu_store *s) {
   uint64_t from, to, last;
   iqitem *q = NULL, *qend = NULL;
+  iwait *fire = NULL;
   immu_index_kv *kvs = NULL;
   size_t nkv = 0, capkv = 0;
   int rc = 0;
@@ -1463,7 +1834,9 @@ static int index_step(immu_store *s) {
   atomic_store(&s->indexed, last);
   s->index_err = 0;
   pthread_cond_broadcast(&s->cv_indexed);
+  fire = iw_take_locked(s, last, 0);
   pthread_mutex_unlock(&s->mu);
+  iw_fire(fire);
 done:
   if (recs != NULL)
     for (size_t k = 0; k < maxtx; k++)
@@ -1493,7 +1866,12 @@ done:
     int first = s->index_err == 0;
     s->index_err = rc;
     pthread_cond_broadcast(&s->cv_indexed);
+    /* As in immu_store_wait_indexed: waiting cannot get past a corrupt tx;
+     * other errors are retried by the timer. */
+    if (rc == IMMU_ECORRUPT)
+      fire = iw_take_locked(s, 0, IMMU_ECORRUPT);
     pthread_mutex_unlock(&s->mu);
+    iw_fire(fire);
     if (first)
       slog(s, IMMU_LOG_ERROR, "indexing tx %llu failed: %s; will retry",
            (unsigned long long)from, immu_strerror(rc));
@@ -1598,6 +1976,66 @@ static void *env_worker(void *arg) {
   return NULL;
 }
 
+/* A committer thread: leads for stores whose token was handed to the env
+ * (schedule_committer counted it in s->busy). */
+static void *env_committer(void *arg) {
+  immu_store_env *env = arg;
+  pthread_mutex_lock(&env->cmu);
+  while (!env->cstop) {
+    immu_store *s = env->chead;
+    if (s == NULL) {
+      pthread_cond_wait(&env->ccv, &env->cmu);
+      continue;
+    }
+    env->chead = s->cnext;
+    if (env->chead == NULL)
+      env->ctail = NULL;
+    pthread_mutex_unlock(&env->cmu);
+    pthread_mutex_lock(&s->mu);
+    s->busy--; /* lead() counts itself */
+    lead(s);
+    /* The last touch of |s|: once busy reaches 0 close() may free it. */
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&env->cmu);
+  }
+  pthread_mutex_unlock(&env->cmu);
+  return NULL;
+}
+
+/* Enough threads for a store's fsyncs in flight (4 by default) plus one
+ * writing the next group, with a little room for a second busy store. */
+#define ENV_COMMITTERS 8
+
+/* Starts the committer threads on the first asynchronous commit. */
+static int env_start_committers(immu_store_env *env) {
+  int rc = 0;
+  pthread_mutex_lock(&env->cmu);
+  if (env->committers == NULL) {
+    env->committers = immu__calloc(ENV_COMMITTERS, sizeof(pthread_t));
+    if (env->committers == NULL) {
+      rc = IMMU_ENOMEM;
+    } else {
+      int i;
+      for (i = 0; i < ENV_COMMITTERS; i++) {
+        int e = pthread_create(&env->committers[i], NULL, env_committer, env);
+        if (e != 0) {
+          rc = -e;
+          break;
+        }
+      }
+      env->ncommitters = i;
+      if (i > 0) {
+        rc = 0; /* fewer threads still work, with fewer fsyncs overlapping */
+      } else {
+        immu__free(env->committers);
+        env->committers = NULL;
+      }
+    }
+  }
+  pthread_mutex_unlock(&env->cmu);
+  return rc;
+}
+
 static void *env_timer(void *arg) {
   immu_store_env *env = arg;
   struct timespec ts = {0, 2 * 1000 * 1000};
@@ -1606,12 +2044,18 @@ static void *env_timer(void *arg) {
     double t = now_s();
     for (size_t i = 0; i < env->nall; i++) {
       immu_store *s = env->all[i];
+      iwait *expired = NULL;
       pthread_mutex_lock(&s->mu);
+      if (s->niw_timed > 0)
+        (void)iw_take_expired_locked(s, t, &expired);
       uint64_t c = atomic_load(&s->committed), spos = s->synced_pos;
       uint64_t cend = s->committed_log_end;
       int need_sync =
           s->synced_id < c && t - s->last_sync >= s->opt.async_sync_ms / 1000.0;
       pthread_mutex_unlock(&s->mu);
+      /* Still under env->mu, so close() (env_unregister) cannot finish
+       * while a timed-out callback runs. */
+      iw_fire(expired);
       int need_ckpt =
           s->ckpt_id < c && t - s->last_ckpt >= s->opt.checkpoint_ms / 1000.0;
       if ((need_sync || need_ckpt) && token_try(s)) {
@@ -1665,6 +2109,8 @@ int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out) {
   pthread_mutex_init(&env->mu, NULL);
   pthread_cond_init(&env->cv, NULL);
   pthread_cond_init(&env->cv_idle, NULL);
+  pthread_mutex_init(&env->cmu, NULL);
+  pthread_cond_init(&env->ccv, NULL);
   env->nworkers = workers > 0 ? workers : 2;
   env->workers = immu__calloc((size_t)env->nworkers, sizeof(pthread_t));
   if (env->workers == NULL) {
@@ -1698,6 +2144,15 @@ void immu_store_env_free(immu_store_env *env) {
     pthread_join(env->workers[i], NULL);
   if (env->timer_started)
     pthread_join(env->timer, NULL);
+  pthread_mutex_lock(&env->cmu);
+  env->cstop = 1;
+  pthread_cond_broadcast(&env->ccv);
+  pthread_mutex_unlock(&env->cmu);
+  for (int i = 0; i < env->ncommitters; i++)
+    pthread_join(env->committers[i], NULL);
+  immu__free(env->committers);
+  pthread_mutex_destroy(&env->cmu);
+  pthread_cond_destroy(&env->ccv);
   immu__index_env_free(env->ix);
   pthread_mutex_destroy(&env->mu);
   pthread_cond_destroy(&env->cv);
@@ -2155,10 +2610,20 @@ int immu_store_close(immu_store *s) {
   pthread_mutex_lock(&s->mu);
   s->closing = 1;
   pthread_cond_broadcast(&s->cv_indexed);
-  while (s->leading || s->qhead != NULL || s->pub_seq != s->write_seq)
+  /* Index waiters get IMMU_ECLOSED, like immu_store_wait_indexed. */
+  iwait *fire = iw_take_locked(s, 0, IMMU_ECLOSED);
+  pthread_mutex_unlock(&s->mu);
+  iw_fire(fire);
+  pthread_mutex_lock(&s->mu);
+  /* Txs queued before close (asynchronous ones included) are committed;
+   * |busy| covers threads still inside lead() after passing the token. */
+  while (s->leading || s->bhead != NULL || s->pub_seq != s->write_seq ||
+         s->busy > 0)
     pthread_cond_wait(&s->cv_indexed, &s->mu);
   s->leading = 1; /* nobody else may take the token now */
+  fire = iw_take_locked(s, 0, IMMU_ECLOSED); /* registered meanwhile */
   pthread_mutex_unlock(&s->mu);
+  iw_fire(fire);
   env_unregister(s->env, s);
   if (!s->poisoned) {
     if ((rc = frec_flush(&s->txi)) == 0 && (rc = frec_flush(&s->aht)) == 0)

@@ -14,10 +14,14 @@
  *   index/              RocksDB
  *
  * Commit: entries are hashed and encoded by the calling thread; only ID
- * assignment, Alh and the ahtree append are serial. Writers queue; the
- * first writer to find no flush under way leads the group: it seals every
- * queued tx, writes them with one pwritev, fdatasyncs once (synced mode),
- * publishes, wakes the others and hands leadership to the next waiter.
+ * assignment, Alh and the ahtree append are serial. Writers join a batch;
+ * the first writer to find no flush under way leads: it takes the oldest
+ * batch as its group, seals every tx, writes them with one pwritev, hands
+ * the token to the next batch (one of its waiting threads, or an env
+ * committer thread if the batch holds only asynchronous commits),
+ * fdatasyncs once (synced mode), and publishes: one futex wake releases
+ * all of the group's waiting writers, asynchronous ones get their done
+ * callback.
  *
  * Thread-safety: every function may be called from any thread, except
  * open/close.
@@ -108,6 +112,53 @@ typedef int (*immu_store_bind_fn)(void *arg, uint64_t tx_id);
 int immu_store_commit(immu_store *s, const immu_store_entry *e, size_t n,
                       immu_store_bind_fn bind, void *bind_arg,
                       immu_tx_header *hdr, immu_digest *alh);
+
+/* Completion of an asynchronous commit: rc as immu_store_commit's; on 0,
+ * |hdr| and |alh| are the committed tx's (NULL otherwise; both borrowed
+ * for the call). Called exactly once, from an engine thread (a committing
+ * leader - another caller's thread inside immu_store_commit - or one of
+ * the env's committer threads), never from inside the submitting call, and
+ * without any store lock held. Must not block and must be cheap: it
+ * delays the rest of its group. It may call immu_store_commit_async and
+ * immu_store_on_indexed, never immu_store_commit or immu_store_close.
+ * Callbacks of different txs may run concurrently on different threads
+ * and not in tx order (each runs after its own group is published, and
+ * groups are published in order). */
+typedef void (*immu_store_done_fn)(void *arg, int rc,
+                                   const immu_tx_header *hdr,
+                                   const immu_digest *alh);
+
+/* Queues one tx of |n| entries like immu_store_commit (no bind) and returns
+ * without waiting: the entries are validated, hashed and copied before it
+ * returns (the caller may free them), and |done| reports the outcome once
+ * the tx is durable per the store's mode. Returns 0 (done will be called)
+ * or, with done never called: IMMU_EINVAL (as immu_store_commit),
+ * IMMU_EPOISONED, IMMU_ECLOSED (close() has started), IMMU_ENOMEM, or
+ * -errno when the env cannot start its committer threads. A tx queued
+ * before immu_store_close starts is committed before close returns (done
+ * gets 0, or the write error). */
+int immu_store_commit_async(immu_store *s, const immu_store_entry *e,
+                            size_t n, immu_store_done_fn done, void *arg);
+
+/* Completion of immu_store_on_indexed: rc 0 (the index covers the tx),
+ * IMMU_ETIMEOUT, IMMU_ECORRUPT (the indexer stopped at a corrupt tx, see
+ * immu_store_index_bad_tx) or IMMU_ECLOSED (the store is closing). Called
+ * once, from an engine thread (index worker, env timer, or the thread in
+ * immu_store_close), without any store lock held; same rules as
+ * immu_store_done_fn. */
+typedef void (*immu_store_indexed_fn)(void *arg, int rc);
+
+/* Asynchronous immu_store_wait_indexed. Returns:
+ *   IMMU_STORE_ALREADY  the index already covers |tx|; done is NOT called
+ *   0                   queued; done is called exactly once later
+ *   < 0                 done is NOT called: IMMU_ECORRUPT (as above),
+ *                       IMMU_ETIMEOUT (timeout_ms == 0), IMMU_ECLOSED,
+ *                       IMMU_ENOMEM.
+ * timeout_ms < 0 waits forever; timeouts fire within a few ms (the env
+ * timer's tick). */
+#define IMMU_STORE_ALREADY 1
+int immu_store_on_indexed(immu_store *s, uint64_t tx, long timeout_ms,
+                          immu_store_indexed_fn done, void *arg);
 
 /* Last committed tx and its Alh (0 and H("") when empty). */
 void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh);

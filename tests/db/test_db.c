@@ -15,6 +15,7 @@
  */
 #include <ftw.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1984,6 +1985,195 @@ static void test_shared_env(void **state) {
   OK(immu_db_close(NULL));
 }
 
+/* ------------------------------------------------------------------ */
+/* Asynchronous Set                                                    */
+/* ------------------------------------------------------------------ */
+
+static _Thread_local int tl_in_set_async;
+
+typedef struct adone {
+  pthread_mutex_t *mu;
+  pthread_cond_t *cv;
+  int *ndone;
+  int calls;
+  int rc;
+  int had_hdr;
+  int bad; /* called inside immu_db_set_async */
+  immu_tx_header hdr;
+  char msg[128];
+} adone;
+
+static void adone_cb(void *arg, int rc, const immu_tx_header *hdr) {
+  adone *a = arg;
+  pthread_mutex_lock(a->mu);
+  a->calls++;
+  a->rc = rc;
+  a->bad |= tl_in_set_async;
+  a->had_hdr = hdr != NULL;
+  if (hdr != NULL)
+    a->hdr = *hdr;
+  snprintf(a->msg, sizeof a->msg, "%s", rc != 0 ? immu_db_last_error() : "");
+  (*a->ndone)++;
+  pthread_cond_broadcast(a->cv);
+  pthread_mutex_unlock(a->mu);
+}
+
+static int set_async(immu_db *db, const char *k, const char *v, int no_wait,
+                     adone *a) {
+  immu_db_kv kv = KV(k, v);
+  tl_in_set_async = 1;
+  int rc = immu_db_set_async(db, &kv, 1, no_wait, adone_cb, a);
+  tl_in_set_async = 0;
+  return rc;
+}
+
+static void wait_ndone(pthread_mutex_t *mu, pthread_cond_t *cv, int *ndone,
+                       int n) {
+  pthread_mutex_lock(mu);
+  while (*ndone < n)
+    pthread_cond_wait(cv, mu);
+  pthread_mutex_unlock(mu);
+}
+
+static void test_set_async(void **state) {
+  fixture *fx = *state;
+  immu_db *db = fx->db;
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  int ndone = 0;
+  enum { N = 200 };
+  adone *a = calloc(N, sizeof *a);
+  for (int i = 0; i < N; i++)
+    a[i] = (adone){&mu, &cv, &ndone, 0, 0, 0, 0, {0}, ""};
+
+  /* Validation errors come back synchronously, with immu_db_set's codes
+   * and messages; done is not called. */
+  immu_db_kv dup[2] = {KV("d", "1"), KV("d", "2")};
+  assert_rc(immu_db_set_async(db, dup, 2, 0, adone_cb, &a[0]), IMMU_EINVAL);
+  assert_msg("duplicated key");
+  assert_rc(immu_db_set_async(db, dup, 0, 0, adone_cb, &a[0]), IMMU_EINVAL);
+  assert_rc(immu_db_set_async(db, dup, 1, 0, NULL, NULL), IMMU_EINVAL);
+  char big[2048];
+  memset(big, 'k', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  assert_rc(set_async(db, big, "v", 0, &a[0]), IMMU_ETOOLARGE);
+  assert_int_equal(ndone, 0);
+
+  /* Many in flight, mixed with synchronous Sets: each done once, with the
+   * committed header, in submission order; the index covers the tx. */
+  uint64_t before = last_tx(db);
+  for (int i = 0; i < N; i++) {
+    char k[32], v[32];
+    snprintf(k, sizeof k, "as%d", i);
+    snprintf(v, sizeof v, "av%d", i);
+    OK(set_async(db, k, v, i % 5 == 0, &a[i]));
+    if (i % 50 == 0)
+      put(db, "sync", k);
+  }
+  wait_ndone(&mu, &cv, &ndone, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(a[i].calls, 1);
+    assert_int_equal(a[i].bad, 0);
+    assert_rc(a[i].rc, 0);
+    assert_true(a[i].had_hdr);
+    assert_true(a[i].hdr.id > before);
+    assert_int_equal(a[i].hdr.nentries, 1);
+    if (i > 0)
+      assert_true(a[i].hdr.id > a[i - 1].hdr.id);
+  }
+  OK(immu_db_flush_index(db));
+  expect_latest(db, "as7", "av7", a[7].hdr.id);
+  expect_latest(db, "as199", "av199", a[199].hdr.id);
+
+  /* VerifiableSet finished by hand: the same result as the sync call. */
+  {
+    cstate st = {0, immu_empty_digest};
+    immu_db_verifiable_tx vt;
+    uint8_t kb[256], vb[256];
+    size_t kn, vn;
+    immu_db_kv kv = KV("vsa", "val");
+    OK(immu_db_check_prove_since(db, 0));
+    assert_rc(immu_db_check_prove_since(db, last_tx(db) + 5), IMMU_EINVAL);
+    assert_msg("illegal state");
+    ndone = 0;
+    a[0] = (adone){&mu, &cv, &ndone, 0, 0, 0, 0, {0}, ""};
+    OK(immu_db_set_async(db, &kv, 1, 0, adone_cb, &a[0]));
+    wait_ndone(&mu, &cv, &ndone, 1);
+    assert_rc(a[0].rc, 0);
+    OK(immu_db_verifiable_tx_for(db, &a[0].hdr, 0, &vt));
+    enc_kv("vsa", "val", kb, &kn, vb, &vn);
+    verify_written(&st, &vt, kb, kn, vb, vn);
+    assert_int_equal(st.id, a[0].hdr.id);
+    immu_db_verifiable_tx_clear(&vt);
+    /* and from an older trusted state */
+    cstate old = {1, {{0}}};
+    immu_db_tx t;
+    OK(immu_db_tx_by_id(db, 1, &t));
+    old.alh = t.alh;
+    immu_db_tx_clear(&t);
+    OK(immu_db_verifiable_tx_for(db, &a[0].hdr, 1, &vt));
+    verify_written(&old, &vt, kb, kn, vb, vn);
+    immu_db_verifiable_tx_clear(&vt);
+  }
+
+  /* close() with Sets queued: each done still called once, the tx
+   * committed (hdr given); the index wait may end with IMMU_ECLOSED. */
+  ndone = 0;
+  for (int i = 0; i < N; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "cl%d", i);
+    a[i] = (adone){&mu, &cv, &ndone, 0, 0, 0, 0, {0}, ""};
+    OK(set_async(db, k, "v", 0, &a[i]));
+  }
+  OK(immu_db_close(db));
+  assert_int_equal(ndone, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(a[i].calls, 1);
+    assert_true(a[i].rc == 0 || a[i].rc == IMMU_ECLOSED);
+    assert_true(a[i].had_hdr);
+  }
+  fx->db = open_db(fx->dir);
+  assert_int_equal(last_tx(fx->db), a[N - 1].hdr.id);
+  free(a);
+}
+
+/* An index wait that cannot succeed in time: done gets IMMU_ETIMEOUT with
+ * immu_db_set's message and the header (the tx is committed). */
+static void test_set_async_timeout(void **state) {
+  fixture *fx = *state;
+  immu_db_options o;
+  immu_db *db;
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/t0", fx->dir);
+  immu_db_options_init(&o);
+  o.index_wait_ms = 0;
+  OK(immu_db_open(dir, &o, &db));
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  int ndone = 0, ntimeout = 0;
+  enum { N = 50 };
+  adone a[N];
+  for (int i = 0; i < N; i++) {
+    a[i] = (adone){&mu, &cv, &ndone, 0, 0, 0, 0, {0}, ""};
+    OK(set_async(db, "k", "v", 0, &a[i]));
+  }
+  wait_ndone(&mu, &cv, &ndone, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(a[i].calls, 1);
+    assert_true(a[i].had_hdr);
+    if (a[i].rc == IMMU_ETIMEOUT) {
+      ntimeout++;
+      assert_non_null(strstr(a[i].msg, "timed out waiting for the index"));
+    } else {
+      assert_rc(a[i].rc, 0);
+    }
+  }
+  /* The done callback runs right after the fsync, before the indexer can
+   * have applied the tx; at least the first waits must time out. */
+  assert_true(ntimeout > 0);
+  OK(immu_db_close(db));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
@@ -2004,6 +2194,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_oom, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shared_env, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_set_async, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_set_async_timeout, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

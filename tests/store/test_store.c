@@ -621,6 +621,356 @@ static void test_export_replicate(void **state) {
   free(dc);
 }
 
+/* ------------------------------------------------------------------ */
+/* asynchronous commits and index waits                                */
+/* ------------------------------------------------------------------ */
+
+/* Set around each submitting call: done must never run inside it. */
+static _Thread_local int tl_submitting;
+
+typedef struct acall {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int ncalls; /* done calls so far */
+  int bad;    /* a call from inside the submitting call, or a repeat */
+} acall;
+
+typedef struct aslot {
+  acall *c;
+  int calls;
+  int rc;
+  uint64_t id;
+  immu_digest alh;
+} aslot;
+
+static void acall_init(acall *c) {
+  memset(c, 0, sizeof *c);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+}
+
+static void acall_wait(acall *c, int n) {
+  pthread_mutex_lock(&c->mu);
+  while (c->ncalls < n)
+    pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void acall_destroy(acall *c) {
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+}
+
+static void slot_done(void *arg, int rc, const immu_tx_header *h,
+                      const immu_digest *alh) {
+  aslot *sl = arg;
+  acall *c = sl->c;
+  pthread_mutex_lock(&c->mu);
+  if (tl_submitting || sl->calls++ != 0 || (rc == 0) != (h != NULL) ||
+      (rc == 0) != (alh != NULL))
+    c->bad++;
+  sl->rc = rc;
+  if (rc == 0) {
+    sl->id = h->id;
+    sl->alh = *alh;
+  }
+  c->ncalls++;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static int commit_async_kv(immu_store *s, const char *k, const char *v,
+                           aslot *sl) {
+  /* The entry bytes live on this frame only: commit_async must copy. */
+  char kb[64], vb[64];
+  snprintf(kb, sizeof kb, "%s", k);
+  snprintf(vb, sizeof vb, "%s", v);
+  immu_store_entry e = {(const uint8_t *)kb, strlen(kb), NULL, 0,
+                        (const uint8_t *)vb, strlen(vb)};
+  tl_submitting = 1;
+  int rc = immu_store_commit_async(s, &e, 1, slot_done, sl);
+  tl_submitting = 0;
+  memset(kb, 'x', sizeof kb);
+  memset(vb, 'x', sizeof vb);
+  return rc;
+}
+
+typedef struct actx {
+  immu_store *s;
+  int id, n;
+  aslot *slots;
+} actx;
+
+static void *async_writer(void *arg) {
+  actx *a = arg;
+  for (int i = 0; i < a->n; i++) {
+    char k[64], v[64];
+    snprintf(k, sizeof k, "a%d-%d", a->id, i);
+    snprintf(v, sizeof v, "aval-%d-%d", a->id, i);
+    if (commit_async_kv(a->s, k, v, &a->slots[i]) != 0)
+      return (void *)1;
+  }
+  return NULL;
+}
+
+/* Sync and async committers mixed: every tx id handed out once, each done
+ * called exactly once from outside its submitting call, an async writer's
+ * txs in its submission order, and the Alh chain intact. */
+static void run_async_mixed(int durability) {
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  o.durability = durability;
+  immu_store *s = open_ok(dir, &o);
+  enum { W = 6, A = 6, N = 150 };
+  pthread_t th[W + A];
+  wctx w[W];
+  actx a[A];
+  acall c;
+  acall_init(&c);
+  for (int i = 0; i < W; i++) {
+    w[i] = (wctx){s, i, N, calloc(N, sizeof(uint64_t))};
+    assert_int_equal(pthread_create(&th[i], NULL, writer, &w[i]), 0);
+  }
+  for (int i = 0; i < A; i++) {
+    a[i] = (actx){s, i, N, calloc(N, sizeof(aslot))};
+    for (int j = 0; j < N; j++)
+      a[i].slots[j].c = &c;
+    assert_int_equal(pthread_create(&th[W + i], NULL, async_writer, &a[i]),
+                     0);
+  }
+  for (int i = 0; i < W + A; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    assert_null(r);
+  }
+  acall_wait(&c, A * N);
+  assert_int_equal(c.bad, 0);
+  uint8_t *seen = calloc((W + A) * N + 1, 1);
+  for (int i = 0; i < W; i++)
+    for (int j = 0; j < N; j++) {
+      assert_true(w[i].ids[j] >= 1 && w[i].ids[j] <= (W + A) * N);
+      assert_int_equal(seen[w[i].ids[j]]++, 0);
+    }
+  for (int i = 0; i < A; i++)
+    for (int j = 0; j < N; j++) {
+      aslot *sl = &a[i].slots[j];
+      assert_int_equal(sl->calls, 1);
+      assert_int_equal(sl->rc, 0);
+      assert_true(sl->id >= 1 && sl->id <= (W + A) * N);
+      assert_int_equal(seen[sl->id]++, 0);
+      if (j > 0)
+        assert_true(sl->id > a[i].slots[j - 1].id);
+      immu_tx_header h;
+      immu_digest alh;
+      assert_int_equal(immu_store_read_header(s, sl->id, &h, &alh), 0);
+      assert_memory_equal(alh.b, sl->alh.b, 32);
+    }
+  free(seen);
+  char *err = NULL;
+  assert_int_equal(immu_store_verify(s, NULL, NULL, &err), 0);
+  assert_int_equal(immu_store_wait_indexed(s, (W + A) * N, 20000), 0);
+  immu_index_entry e;
+  memset(&e, 0, sizeof e);
+  assert_int_equal(immu__index_get_latest(immu_store_index(s),
+                                          (const uint8_t *)"a2-33", 5, &e),
+                   0);
+  assert_int_equal(e.tx, a[2].slots[33].id);
+  immu__index_entry_clear(&e);
+  assert_int_equal(immu_store_close(s), 0);
+  for (int i = 0; i < W; i++)
+    free(w[i].ids);
+  for (int i = 0; i < A; i++)
+    free(a[i].slots);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
+static void test_async_mixed_synced(void **state) {
+  (void)state;
+  run_async_mixed(IMMU_DURABILITY_SYNCED);
+}
+
+static void test_async_mixed_async(void **state) {
+  (void)state;
+  run_async_mixed(IMMU_DURABILITY_ASYNC);
+}
+
+/* Invalid input fails synchronously and done is never called. */
+static void test_async_invalid(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  immu_store *s = open_ok(dir, &o);
+  acall c;
+  acall_init(&c);
+  aslot sl = {&c, 0, 0, 0, {{0}}};
+  immu_store_entry e[40];
+  char keys[40][8];
+  for (int i = 0; i < 40; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%02d", i);
+    e[i] = (immu_store_entry){(const uint8_t *)keys[i], 3, NULL, 0, NULL, 0};
+  }
+  assert_int_equal(immu_store_commit_async(s, e, 0, slot_done, &sl),
+                   IMMU_EINVAL);
+  assert_int_equal(immu_store_commit_async(s, e, 1, NULL, NULL), IMMU_EINVAL);
+  /* Duplicates, small (pairwise) and large (hashed), sync and async. */
+  immu_store_entry d2[2] = {e[5], e[5]};
+  assert_int_equal(immu_store_commit_async(s, d2, 2, slot_done, &sl),
+                   IMMU_EINVAL);
+  assert_int_equal(immu_store_commit(s, d2, 2, NULL, NULL, NULL, NULL),
+                   IMMU_EINVAL);
+  e[39] = e[7];
+  assert_int_equal(immu_store_commit_async(s, e, 40, slot_done, &sl),
+                   IMMU_EINVAL);
+  assert_int_equal(immu_store_commit(s, e, 40, NULL, NULL, NULL, NULL),
+                   IMMU_EINVAL);
+  /* Same prefix, different lengths: not duplicates. */
+  e[39] = (immu_store_entry){(const uint8_t *)"k07x", 4, NULL, 0, NULL, 0};
+  immu_tx_header h;
+  assert_int_equal(immu_store_commit(s, e, 40, NULL, NULL, &h, NULL), 0);
+  assert_int_equal(h.nentries, 40);
+  assert_int_equal(c.ncalls, 0);
+  assert_int_equal(immu_store_close(s), 0);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
+/* A failed fsync reaches done; later async commits are refused
+ * synchronously with IMMU_EPOISONED. */
+static void test_async_fault(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_faultio *f;
+  assert_int_equal(immu__faultio_new(immu__io_default(), &f), 0);
+  immu_store_options o;
+  opts(&o);
+  o.io = immu__faultio_io(f);
+  immu_store *s = open_ok(dir, &o);
+  acall c;
+  acall_init(&c);
+  aslot sl[3] = {{&c, 0, 0, 0, {{0}}}, {&c, 0, 0, 0, {{0}}},
+                 {&c, 0, 0, 0, {{0}}}};
+  assert_int_equal(commit_async_kv(s, "k", "v1", &sl[0]), 0);
+  acall_wait(&c, 1);
+  assert_int_equal(sl[0].rc, 0);
+  immu__faultio_fail(f, IMMU_FAULT_FDATASYNC, 0, -EIO, 0);
+  assert_int_equal(commit_async_kv(s, "k", "lost", &sl[1]), 0);
+  acall_wait(&c, 2);
+  assert_int_equal(sl[1].rc, -EIO);
+  assert_int_equal(commit_async_kv(s, "k", "after", &sl[2]), IMMU_EPOISONED);
+  assert_int_equal(commit_kv(s, "k", "after", NULL, NULL), IMMU_EPOISONED);
+  assert_int_equal(c.ncalls, 2);
+  assert_int_equal(c.bad, 0);
+  immu_store_close(s);
+  immu__faultio_free(f);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
+/* close() with async commits queued: all are committed before it returns
+ * and every done gets 0; nothing leaks (ASan). */
+static void test_async_close(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  immu_store *s = open_ok(dir, &o);
+  enum { N = 300 };
+  acall c;
+  acall_init(&c);
+  aslot *sl = calloc(N, sizeof *sl);
+  for (int i = 0; i < N; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "c%d", i);
+    sl[i].c = &c;
+    assert_int_equal(commit_async_kv(s, k, "v", &sl[i]), 0);
+  }
+  assert_int_equal(immu_store_close(s), 0);
+  assert_int_equal(c.ncalls, N);
+  assert_int_equal(c.bad, 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(sl[i].rc, 0);
+    assert_int_equal(sl[i].id, (uint64_t)i + 1);
+  }
+  s = open_ok(dir, &o);
+  uint64_t id;
+  immu_digest alh;
+  immu_store_state(s, &id, &alh);
+  assert_int_equal(id, N);
+  assert_memory_equal(alh.b, sl[N - 1].alh.b, 32);
+  assert_int_equal(immu_store_close(s), 0);
+  free(sl);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
+typedef struct iwres {
+  acall *c;
+  int calls;
+  int rc;
+} iwres;
+
+static void iw_done(void *arg, int rc) {
+  iwres *r = arg;
+  pthread_mutex_lock(&r->c->mu);
+  if (tl_submitting || r->calls++ != 0)
+    r->c->bad++;
+  r->rc = rc;
+  r->c->ncalls++;
+  pthread_cond_broadcast(&r->c->cv);
+  pthread_mutex_unlock(&r->c->mu);
+}
+
+static int on_indexed(immu_store *s, uint64_t tx, long ms, iwres *r) {
+  tl_submitting = 1;
+  int rc = immu_store_on_indexed(s, tx, ms, iw_done, r);
+  tl_submitting = 0;
+  return rc;
+}
+
+static void test_on_indexed(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  immu_store *s = open_ok(dir, &o);
+  acall c;
+  acall_init(&c);
+  iwres r[5] = {{&c, 0, 0}, {&c, 0, 0}, {&c, 0, 0}, {&c, 0, 0}, {&c, 0, 0}};
+  assert_int_equal(on_indexed(s, 0, 10, &r[0]), IMMU_STORE_ALREADY);
+  assert_int_equal(on_indexed(s, 1, 0, &r[0]), IMMU_ETIMEOUT);
+  assert_int_equal(on_indexed(s, 1, 50, &r[0]), 0);
+  acall_wait(&c, 1); /* nothing committed: times out */
+  assert_int_equal(r[0].rc, IMMU_ETIMEOUT);
+  /* Waiters for tx 3 (registered before tx 2's, out of order), 2 and 1000
+   * (forever); committing 3 txs fires the first two with 0. */
+  assert_int_equal(on_indexed(s, 3, -1, &r[1]), 0);
+  assert_int_equal(on_indexed(s, 2, 20000, &r[2]), 0);
+  assert_int_equal(on_indexed(s, 1000, -1, &r[3]), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(commit_kv(s, "k", "v", NULL, NULL), 0);
+  acall_wait(&c, 3);
+  assert_int_equal(r[1].rc, 0);
+  assert_int_equal(r[2].rc, 0);
+  assert_int_equal(immu_store_wait_indexed(s, 3, 20000), 0);
+  assert_int_equal(on_indexed(s, 3, -1, &r[4]), IMMU_STORE_ALREADY);
+  /* close() ends the forever waiter with IMMU_ECLOSED. */
+  assert_int_equal(r[3].calls, 0);
+  assert_int_equal(immu_store_close(s), 0);
+  assert_int_equal(c.ncalls, 4);
+  assert_int_equal(r[3].rc, IMMU_ECLOSED);
+  assert_int_equal(c.bad, 0);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -638,6 +988,12 @@ int main(void) {
       cmocka_unit_test(test_fault_enospc_fsync),
       cmocka_unit_test(test_bad_settings),
       cmocka_unit_test(test_export_replicate),
+      cmocka_unit_test(test_async_mixed_synced),
+      cmocka_unit_test(test_async_mixed_async),
+      cmocka_unit_test(test_async_invalid),
+      cmocka_unit_test(test_async_fault),
+      cmocka_unit_test(test_async_close),
+      cmocka_unit_test(test_on_indexed),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
