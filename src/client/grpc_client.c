@@ -338,6 +338,28 @@ static void wake_io(immu__grpc_client *c) {
   } while (n < 0 && errno == EINTR);
 }
 
+/* After a caller submitted frames (lock held): on a cleartext connection
+ * the caller serialises and sends them itself, so a call costs no wake-up
+ * of the I/O thread (a pipe write and a context switch each way); the I/O
+ * thread only reads. Whatever the socket does not take, and all TLS
+ * output (the SSL object is the I/O thread's), goes through wake_io. */
+static int produce(immu__grpc_client *c);
+static int flush_out(immu__grpc_client *c);
+
+static void send_inline(immu__grpc_client *c) {
+  if (c->tls || c->dead || c->stopping || bytes_pending(&c->out) > 0) {
+    wake_io(c);
+    return;
+  }
+  int rv = produce(c);
+  if (rv == 0)
+    rv = flush_out(c);
+  /* Leftovers (socket full, OUT_MAX reached) or an error: the I/O thread
+   * polls for POLLOUT and reports failures. */
+  if (rv != 0 || bytes_pending(&c->out) > 0)
+    wake_io(c);
+}
+
 static void call_finish(call *k, int err, int status, char *msg) {
   if (k->done) {
     immu__free(msg);
@@ -1061,25 +1083,32 @@ static void *io_main(void *arg) {
       rv = c->sent_error_goaway ? IMMU_EPROTO
            : c->goaway_recv     ? 1
                                 : IMMU_EPROTO;
-    pthread_mutex_unlock(&c->mu);
-    if (rv == 0 && c->tls)
-      rv = tls_encrypt(c);
-    if (rv == 0)
+    /* Cleartext: the socket is written under the lock, by us or by a
+     * caller sending its own request (send_inline). */
+    if (rv == 0 && !c->tls)
       rv = flush_out(c);
+    int out_left = bytes_pending(&c->out) > 0;
+    pthread_mutex_unlock(&c->mu);
+    if (rv == 0 && c->tls) {
+      rv = tls_encrypt(c);
+      if (rv == 0)
+        rv = flush_out(c);
+      out_left = bytes_pending(&c->out) > 0;
+    }
     if (rv != 0)
       goto fail;
 
     struct pollfd p[2];
     p[0].fd = c->fd;
     p[0].events = POLLIN;
-    if (bytes_pending(&c->out) > 0)
+    if (out_left)
       p[0].events |= POLLOUT;
     p[0].revents = 0;
     p[1].fd = c->wake_rd;
     p[1].events = POLLIN;
     p[1].revents = 0;
     /* Frames left unproduced at the cap: only peek at the socket. */
-    int wait = more && bytes_pending(&c->out) == 0 ? 0 : -1;
+    int wait = more && !out_left ? 0 : -1;
     if (poll(p, 2, wait) < 0) {
       if (errno == EINTR)
         continue;
@@ -1104,10 +1133,13 @@ fail:
   /* Best effort: a GOAWAY nghttp2 queued for the server. */
   if (c->h2 != NULL && rv != 1)
     (void)produce(c);
+  if (!c->tls)
+    (void)flush_out(c);
   pthread_mutex_unlock(&c->mu);
-  if (c->tls)
+  if (c->tls) {
     (void)tls_encrypt(c);
-  (void)flush_out(c);
+    (void)flush_out(c);
+  }
   return NULL;
 }
 
@@ -1771,7 +1803,7 @@ static int run_call(immu__grpc_client *c, const char *path,
   if (c->calls != NULL)
     c->calls->prev = k;
   c->calls = k;
-  wake_io(c);
+  send_inline(c);
 
   int timed_out = 0;
   for (;;) {

@@ -587,16 +587,20 @@ static void pending_push(immu_grpc_server *s, immu_grpc_call *k) {
   }
 }
 
-/* Under s->mu: wakes one idle worker unless one is already on its way. A
+/* Under s->mu: decides to wake one idle worker unless one is already on
+ * its way; returns 1 if the caller must pthread_cond_signal(work_cv) once
+ * it released s->mu (signalling under the lock made the woken worker
+ * block on the mutex right away: a futex wait and wake more per call). A
  * woken worker that leaves work behind wakes the next (worker_main), so a
  * burst fans out one worker at a time and only as far as the queue stays
  * non-empty: workers busy in handlers pick queued calls up without any
  * wake-up at all. */
-static void wake_worker_locked(immu_grpc_server *s) {
+static int wake_worker_locked(immu_grpc_server *s) {
   if (s->work_head != NULL && s->nwaking == 0 && s->nidle > 0) {
     s->nwaking++;
-    pthread_cond_signal(&s->work_cv);
+    return 1;
   }
+  return 0;
 }
 
 /* Loop: the stream is gone (closed by nghttp2 or the connection died). */
@@ -1676,7 +1680,10 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
   }
   bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
   bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
-  /* Cleartext output goes out through conn_write_now. */
+  /* Cleartext output goes out through conn_write_now; a new bufferevent
+   * has EV_WRITE enabled, which would arm the write event on every add. */
+  if (!c->tls)
+    bufferevent_disable(c->bev, EV_WRITE);
   if (bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_READ) != 0) {
     conn_free(c);
     return;
@@ -1698,6 +1705,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   immu_grpc_server *s = arg;
   immu_grpc_call *k, *inl = NULL, **inl_tail = &inl;
   immu_grpc_call *head = NULL, *tail = NULL;
+  int sig;
   (void)fd;
   (void)what;
   k = s->batch_head;
@@ -1724,8 +1732,10 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
     else
       s->work_head = head;
     s->work_tail = tail;
-    wake_worker_locked(s);
+    sig = wake_worker_locked(s);
     pthread_mutex_unlock(&s->mu);
+    if (sig)
+      pthread_cond_signal(&s->work_cv);
   }
   while ((k = inl) != NULL) {
     inl = k->work_next;
@@ -1925,8 +1935,10 @@ static void *worker_main(void *arg) {
       k->resume_arg = NULL;
       /* More queued: recruit the next idle worker before running a
        * handler that may block. */
-      wake_worker_locked(s);
+      int sig = wake_worker_locked(s);
       pthread_mutex_unlock(&s->mu);
+      if (sig)
+        pthread_cond_signal(&s->work_cv);
       run_item(s, k, fn, fn_arg);
       pthread_mutex_lock(&s->mu);
       continue;
@@ -1934,12 +1946,20 @@ static void *worker_main(void *arg) {
     if (s->quit)
       break;
     s->nidle++;
-    pthread_cond_wait(&s->work_cv, &s->mu);
+    {
+      /* A wake decision is made under the lock while a waiter exists, and
+       * every return from this wait pays one back (clamped at 0), so a
+       * decision whose signal found nobody waiting was already paid by
+       * the return that emptied the wait set: nwaking cannot stay above 0
+       * with nobody coming. The 1 s timeout is a safety net for that
+       * argument (a stall would last 1 s, not forever), at one wake-up
+       * per idle worker per second. */
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
+    }
     s->nidle--;
-    /* Spurious wake-ups may take a token that a signal gave: that only
-     * makes the next wake_worker_locked signal sooner. Each signal is
-     * matched by at least one return here, so nwaking never stays above 0
-     * with nobody coming: a queued call is always picked up. */
     if (s->nwaking > 0)
       s->nwaking--;
   }
@@ -2483,7 +2503,7 @@ void immu_grpc_call_resume(immu_grpc_call *c,
                            void (*fn)(immu_grpc_call *c, void *arg),
                            void *arg) {
   immu_grpc_server *s = c->srv;
-  int ok;
+  int ok, sig;
   pthread_mutex_lock(&c->mu);
   ok = c->det_ref && fn != NULL;
   pthread_mutex_unlock(&c->mu);
@@ -2507,6 +2527,8 @@ void immu_grpc_call_resume(immu_grpc_call *c,
   else
     s->work_head = c;
   s->work_tail = c;
-  wake_worker_locked(s);
+  sig = wake_worker_locked(s);
   pthread_mutex_unlock(&s->mu);
+  if (sig)
+    pthread_cond_signal(&s->work_cv);
 }
