@@ -6,19 +6,36 @@
  * Threads and ownership
  *   - One loop thread (the caller of immu_grpc_server_run) owns every socket,
  *     bufferevent, nghttp2 session and timer. Nothing else touches them.
- *   - Worker threads (cfg->workers) take complete requests from a FIFO under
- *     srv->mu and run the handlers. A handler talks back only through its
- *     call: immu_grpc_call_send appends to the call's output queue and
- *     immu_grpc_call_finish records the status, both under call->mu; then the
- *     call is put on the server's "pending" list (srv->mu) and the loop is
- *     woken with event_active(srv->wake_ev) (libevent is thread-safe after
- *     evthread_use_pthreads). The loop submits HEADERS, resumes the deferred
- *     data provider, or sends trailers.
+ *   - Requests completed during one loop pass are collected (dispatch) and
+ *     handed over by flush_ev, which runs after the pass's socket events:
+ *     one srv->mu acquisition and at most one worker wake-up per pass.
+ *     Worker threads (cfg->workers) take them from a FIFO under srv->mu and
+ *     run the handlers; an idle worker is woken only when no other is
+ *     already on its way, and a woken worker that leaves work queued wakes
+ *     the next (wake_worker_locked), so busy workers drain the queue without
+ *     any wake-up. Handlers of IMMU_GRPC_METHOD_INLINE methods run in
+ *     flush_cb on the loop thread instead.
+ *   - A handler talks back only through its call: immu_grpc_call_send
+ *     appends to the call's output queue and immu_grpc_call_finish records
+ *     the status, both under call->mu; then the call is put on the server's
+ *     "pending" list (srv->pend_mu) and the loop is woken through an eventfd,
+ *     written only by the first push after the loop drained the list (from
+ *     the loop thread itself, event_active without a syscall). The loop
+ *     submits HEADERS, resumes the deferred data provider, or sends
+ *     trailers, then writes each touched connection once.
+ *   - Cleartext sockets are written directly after producing frames
+ *     (conn_write_now); the bufferevent's write event is armed only when the
+ *     socket is full. TLS connections write through bufferevent_openssl.
  *   - Back-pressure: send waits on call->cv while more than OUT_HIGH_WATER
  *     bytes are queued; the data provider (loop) signals as it drains.
  *   - A call is reference counted: one reference for the loop (dropped when
  *     the stream is closed AND the worker has finished), one for the worker
- *     (from dispatch until the handler returns), one per pending-list entry.
+ *     (from dispatch until the handler returns), one per pending-list entry,
+ *     one per queued resume, and one held from immu_grpc_call_detach until
+ *     the finish (srv->ndetached counts those; immu_grpc_server_free waits
+ *     for it to reach 0). "Worker has finished" means the call is finished:
+ *     a detached call keeps counting against its connection's busy
+ *     handlers.
  *     Only the loop frees loop resources (the deadline timer), always before
  *     dropping its reference, so the last unref may run on any thread.
  *   - Cancellation (RST_STREAM, connection closed, deadline, hard stop) sets
@@ -55,9 +72,9 @@
  * Log levels passed to cfg->log: 0 error, 1 warning, 2 info, 3 debug.
  *
  * Details of the contract in server.h:
- *   - A handler must call immu_grpc_call_finish before it returns; if it
- *     does not, the transport finishes the call with INTERNAL and logs an
- *     error (a call cannot be finished later from another thread).
+ *   - A handler must call immu_grpc_call_finish or immu_grpc_call_detach
+ *     before it returns; if it does neither, the transport finishes the call
+ *     with INTERNAL and logs an error.
  *   - immu_grpc_call_add_header refuses (IMMU_EINVAL) names that are not
  *     lower-case tokens, pseudo-headers, "grpc-*", "content-type" and
  *     "immudb-uuid", and any call after the first send or the finish.
