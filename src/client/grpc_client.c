@@ -290,6 +290,13 @@ typedef struct call {
   int fin_status;
   char *fin_msg;
   int abandoned;
+  /* asynchronous unary call (immu__grpc_client_unary_async) */
+  immu__grpc_done_cb async_cb;
+  void *async_arg;
+  struct immu__grpc_client *cl;
+  struct call *aq_next; /* in cl->async_q once done */
+  immu__grpc_msg own_req;
+  uint8_t *own_buf;
 } call;
 
 struct immu__grpc_client {
@@ -312,6 +319,7 @@ struct immu__grpc_client {
   int sent_error_goaway;
   int got_settings;
   call *calls;
+  call *async_q, **async_tail; /* finished async calls, callback due */
   size_t max_recv;
   size_t q_high;
   int64_t default_timeout_ms;
@@ -338,6 +346,28 @@ static void wake_io(immu__grpc_client *c) {
   } while (n < 0 && errno == EINTR);
 }
 
+/* After a caller submitted frames (lock held): on a cleartext connection
+ * the caller serialises and sends them itself, so a call costs no wake-up
+ * of the I/O thread (a pipe write and a context switch each way); the I/O
+ * thread only reads. Whatever the socket does not take, and all TLS
+ * output (the SSL object is the I/O thread's), goes through wake_io. */
+static int produce(immu__grpc_client *c);
+static int flush_out(immu__grpc_client *c);
+
+static void send_inline(immu__grpc_client *c) {
+  if (c->tls || c->dead || c->stopping || bytes_pending(&c->out) > 0) {
+    wake_io(c);
+    return;
+  }
+  int rv = produce(c);
+  if (rv == 0)
+    rv = flush_out(c);
+  /* Leftovers (socket full, OUT_MAX reached) or an error: the I/O thread
+   * polls for POLLOUT and reports failures. */
+  if (rv != 0 || bytes_pending(&c->out) > 0)
+    wake_io(c);
+}
+
 static void call_finish(call *k, int err, int status, char *msg) {
   if (k->done) {
     immu__free(msg);
@@ -348,6 +378,16 @@ static void call_finish(call *k, int err, int status, char *msg) {
   k->fin_status = status;
   immu__free(k->fin_msg);
   k->fin_msg = msg;
+  if (k->async_cb != NULL) {
+    /* The I/O thread runs the callback once it released the lock. */
+    immu__grpc_client *c = k->cl;
+    k->aq_next = NULL;
+    if (c->async_q == NULL)
+      c->async_tail = &c->async_q;
+    *c->async_tail = k;
+    c->async_tail = &k->aq_next;
+    return;
+  }
   pthread_cond_broadcast(&k->cv);
 }
 
@@ -406,6 +446,7 @@ static void call_free(call *k) {
   immu__free(k->fin_msg);
   hdrs_free(k->headers.v, k->headers.n);
   hdrs_free(k->trailers.v, k->trailers.n);
+  immu__free(k->own_buf);
   pthread_cond_destroy(&k->cv);
   immu__free(k);
 }
@@ -790,6 +831,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id,
     call_free(k);
     return 0;
   }
+  if (k->async_cb != NULL && k->done)
+    return 0; /* queued for its callback, which detaches it */
   if (!k->done) {
     if (k->proto_err) {
       call_finish(k, IMMU_EPROTO, IMMU__GRPC_INTERNAL,
@@ -1033,6 +1076,42 @@ static const char *err_text(int err) {
   }
 }
 
+static void call_detach(immu__grpc_client *c, call *k);
+
+/* I/O thread, lock not held: runs the callbacks of the asynchronous calls
+ * that finished, oldest first. A callback may start new calls. */
+static void run_async(immu__grpc_client *c) {
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    call *k = c->async_q;
+    if (k == NULL) {
+      pthread_mutex_unlock(&c->mu);
+      return;
+    }
+    c->async_q = k->aq_next;
+    immu__grpc_result res;
+    immu__grpc_result_init(&res);
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    int rv = k->err;
+    immu__grpc_done_cb cb = k->async_cb;
+    void *arg = k->async_arg;
+    res.status = k->fin_status;
+    res.message = k->fin_msg != NULL ? k->fin_msg : dupstr("");
+    k->fin_msg = NULL;
+    if (rv == 0 && res.status == IMMU__GRPC_OK && k->qhead != NULL) {
+      resp = k->qhead->data; /* exactly one, checked at END_STREAM */
+      resp_len = k->qhead->len;
+      k->qhead->data = NULL;
+    }
+    call_detach(c, k);
+    pthread_mutex_unlock(&c->mu);
+    cb(arg, rv, &res, resp, resp_len);
+    immu__free(resp);
+    immu__grpc_result_free(&res);
+  }
+}
+
 static void *io_main(void *arg) {
   immu__grpc_client *c = arg;
   int rv = 0;
@@ -1061,25 +1140,32 @@ static void *io_main(void *arg) {
       rv = c->sent_error_goaway ? IMMU_EPROTO
            : c->goaway_recv     ? 1
                                 : IMMU_EPROTO;
-    pthread_mutex_unlock(&c->mu);
-    if (rv == 0 && c->tls)
-      rv = tls_encrypt(c);
-    if (rv == 0)
+    /* Cleartext: the socket is written under the lock, by us or by a
+     * caller sending its own request (send_inline). */
+    if (rv == 0 && !c->tls)
       rv = flush_out(c);
+    int out_left = bytes_pending(&c->out) > 0;
+    pthread_mutex_unlock(&c->mu);
+    if (rv == 0 && c->tls) {
+      rv = tls_encrypt(c);
+      if (rv == 0)
+        rv = flush_out(c);
+      out_left = bytes_pending(&c->out) > 0;
+    }
     if (rv != 0)
       goto fail;
 
     struct pollfd p[2];
     p[0].fd = c->fd;
     p[0].events = POLLIN;
-    if (bytes_pending(&c->out) > 0)
+    if (out_left)
       p[0].events |= POLLOUT;
     p[0].revents = 0;
     p[1].fd = c->wake_rd;
     p[1].events = POLLIN;
     p[1].revents = 0;
     /* Frames left unproduced at the cap: only peek at the socket. */
-    int wait = more && bytes_pending(&c->out) == 0 ? 0 : -1;
+    int wait = more && !out_left ? 0 : -1;
     if (poll(p, 2, wait) < 0) {
       if (errno == EINTR)
         continue;
@@ -1088,6 +1174,7 @@ static void *io_main(void *arg) {
     }
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       rv = do_read(c);
+      run_async(c);
       if (rv != 0)
         goto fail;
     }
@@ -1104,10 +1191,14 @@ fail:
   /* Best effort: a GOAWAY nghttp2 queued for the server. */
   if (c->h2 != NULL && rv != 1)
     (void)produce(c);
+  if (!c->tls)
+    (void)flush_out(c);
   pthread_mutex_unlock(&c->mu);
-  if (c->tls)
+  if (c->tls) {
     (void)tls_encrypt(c);
-  (void)flush_out(c);
+    (void)flush_out(c);
+  }
+  run_async(c);
   return NULL;
 }
 
@@ -1771,7 +1862,7 @@ static int run_call(immu__grpc_client *c, const char *path,
   if (c->calls != NULL)
     c->calls->prev = k;
   c->calls = k;
-  wake_io(c);
+  send_inline(c);
 
   int timed_out = 0;
   for (;;) {
@@ -1855,6 +1946,102 @@ out:
     immu__free(nv);
   if (res == &scratch)
     immu__grpc_result_free(&scratch);
+  return rv;
+}
+
+int immu__grpc_client_unary_async(immu__grpc_client *c, const char *path,
+                                  const immu__grpc_call_opts *co,
+                                  const uint8_t *req, size_t req_len,
+                                  immu__grpc_done_cb cb, void *arg) {
+  nghttp2_nv stack_nv[16];
+  nghttp2_nv *nv = stack_nv;
+  char tstr[32];
+  int rv = 0;
+  if (c == NULL || path == NULL || path[0] != '/' || cb == NULL ||
+      (req_len > 0 && req == NULL) ||
+      (co != NULL && co->nmd > 0 && co->md == NULL))
+    return IMMU_EINVAL;
+  if (req_len > UINT32_MAX)
+    return IMMU_ETOOLARGE;
+  size_t nmd = co != NULL ? co->nmd : 0;
+  for (size_t i = 0; i < nmd; i++)
+    if (co->md[i].key == NULL || co->md[i].value == NULL ||
+        !md_key_ok(co->md[i].key) || !md_value_ok(co->md[i].value))
+      return IMMU_EINVAL;
+  int64_t timeout = co != NULL ? co->timeout_ms : 0;
+  if (timeout == 0)
+    timeout = c->default_timeout_ms;
+  if (8 + nmd > sizeof stack_nv / sizeof stack_nv[0]) {
+    nv = immu__malloc((8 + nmd) * sizeof *nv);
+    if (nv == NULL)
+      return IMMU_ENOMEM;
+  }
+  size_t n = 0;
+  nv[n++] = mknv(":method", "POST");
+  nv[n++] = mknv(":scheme", c->tls ? "https" : "http");
+  nv[n++] = mknv(":path", path);
+  nv[n++] = mknv(":authority", c->authority);
+  nv[n++] = mknv("te", "trailers");
+  nv[n++] = mknv("content-type", "application/grpc");
+  nv[n++] = mknv("user-agent", c->user_agent);
+  if (timeout > 0) {
+    timeout_str(timeout, tstr);
+    nv[n++] = mknv("grpc-timeout", tstr);
+  }
+  for (size_t i = 0; i < nmd; i++)
+    nv[n++] = mknv(co->md[i].key, co->md[i].value);
+
+  call *k = immu__calloc(1, sizeof *k);
+  if (k == NULL || cond_init_mono(&k->cv) != 0) {
+    immu__free(k);
+    rv = IMMU_ENOMEM;
+    goto out;
+  }
+  /* The request is copied: the caller's buffer may go away at once. */
+  k->own_buf = immu__malloc(req_len > 0 ? req_len : 1);
+  if (k->own_buf == NULL) {
+    call_free(k);
+    rv = IMMU_ENOMEM;
+    goto out;
+  }
+  if (req_len > 0)
+    memcpy(k->own_buf, req, req_len);
+  k->own_req.ptr = k->own_buf;
+  k->own_req.len = req_len;
+  k->reqs = &k->own_req;
+  k->nreqs = 1;
+  k->async_cb = cb;
+  k->async_arg = arg;
+  k->cl = c;
+
+  nghttp2_data_provider prd;
+  prd.source.ptr = k;
+  prd.read_callback = req_read;
+  pthread_mutex_lock(&c->mu);
+  if (c->dead || c->goaway_recv ||
+      !nghttp2_session_check_request_allowed(c->h2)) {
+    pthread_mutex_unlock(&c->mu);
+    call_free(k);
+    rv = IMMU_ECLOSED;
+    goto out;
+  }
+  int32_t sid = nghttp2_submit_request(c->h2, NULL, nv, n, &prd, k);
+  if (sid < 0) {
+    pthread_mutex_unlock(&c->mu);
+    call_free(k);
+    rv = sid == NGHTTP2_ERR_NOMEM ? IMMU_ENOMEM : IMMU_ECLOSED;
+    goto out;
+  }
+  k->stream_id = sid;
+  k->next = c->calls;
+  if (c->calls != NULL)
+    c->calls->prev = k;
+  c->calls = k;
+  send_inline(c);
+  pthread_mutex_unlock(&c->mu);
+out:
+  if (nv != stack_nv)
+    immu__free(nv);
   return rv;
 }
 

@@ -242,6 +242,30 @@ int immu__grpc_client_client_stream(immu__grpc_client *c, const char *path,
                                     uint8_t **resp, size_t *resp_len,
                                     immu__grpc_result *res);
 
+/* Completion of an asynchronous unary call: |rc| and |res| as the return
+ * value and result of immu__grpc_client_unary; |resp| (|resp_len| bytes)
+ * is the reply when rc == 0 and res->status is OK, else NULL. All three
+ * are valid during the callback only. */
+typedef void (*immu__grpc_done_cb)(void *arg, int rc,
+                                   const immu__grpc_result *res,
+                                   const uint8_t *resp, size_t resp_len);
+
+/* Asynchronous unary call, for load generators and event-driven callers:
+ * submits the request (copied) and returns at once; |cb| runs exactly
+ * once, on the handle's I/O thread with no lock held, when the call ended
+ * (reply, error, or the connection failing). The callback may start new
+ * calls on the same handle but must not block for long (it holds up every
+ * call of the connection) nor free the handle. The deadline
+ * (opts->timeout_ms or the default) is sent to the server as grpc-timeout
+ * but not enforced locally. Returns 0 (cb will run), or IMMU_EINVAL,
+ * IMMU_ENOMEM, IMMU_ETOOLARGE, IMMU_ECLOSED (cb will not run).
+ * immu__grpc_client_free drops calls still in flight without their
+ * callbacks: wait for them first. Thread-safe. */
+int immu__grpc_client_unary_async(immu__grpc_client *c, const char *path,
+                                  const immu__grpc_call_opts *opts,
+                                  const uint8_t *req, size_t req_len,
+                                  immu__grpc_done_cb cb, void *arg);
+
 /* The general form: |nreqs| request messages, every response message to
  * |on_msg| (which may be NULL to drop them). The three calls above are
  * thin wrappers around it. Thread-safe. */

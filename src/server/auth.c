@@ -2373,6 +2373,11 @@ static int method_add(immu_server *s, size_t cap, const char *svc,
   s->methods[s->nmethods].path = path;
   s->methods[s->nmethods].handler = h;
   s->methods[s->nmethods].arg = s;
+  /* Health only packs a constant reply: run it on the I/O thread, without
+   * the two thread hand-offs of a worker (it is what load balancers and
+   * the benchmark's transport ceiling poll). */
+  s->methods[s->nmethods].flags =
+      strcmp(name, "Health") == 0 ? IMMU_GRPC_METHOD_INLINE : 0;
   s->nmethods++;
   return 0;
 }

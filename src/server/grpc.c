@@ -6,19 +6,36 @@
  * Threads and ownership
  *   - One loop thread (the caller of immu_grpc_server_run) owns every socket,
  *     bufferevent, nghttp2 session and timer. Nothing else touches them.
- *   - Worker threads (cfg->workers) take complete requests from a FIFO under
- *     srv->mu and run the handlers. A handler talks back only through its
- *     call: immu_grpc_call_send appends to the call's output queue and
- *     immu_grpc_call_finish records the status, both under call->mu; then the
- *     call is put on the server's "pending" list (srv->mu) and the loop is
- *     woken with event_active(srv->wake_ev) (libevent is thread-safe after
- *     evthread_use_pthreads). The loop submits HEADERS, resumes the deferred
- *     data provider, or sends trailers.
+ *   - Requests completed during one loop pass are collected (dispatch) and
+ *     handed over by flush_ev, which runs after the pass's socket events:
+ *     one srv->mu acquisition and at most one worker wake-up per pass.
+ *     Worker threads (cfg->workers) take them from a FIFO under srv->mu and
+ *     run the handlers; an idle worker is woken only when no other is
+ *     already on its way, and a woken worker that leaves work queued wakes
+ *     the next (wake_worker_locked), so busy workers drain the queue without
+ *     any wake-up. Handlers of IMMU_GRPC_METHOD_INLINE methods run in
+ *     flush_cb on the loop thread instead.
+ *   - A handler talks back only through its call: immu_grpc_call_send
+ *     appends to the call's output queue and immu_grpc_call_finish records
+ *     the status, both under call->mu; then the call is put on the server's
+ *     "pending" list (srv->pend_mu) and the loop is woken through an eventfd,
+ *     written only by the first push after the loop drained the list (from
+ *     the loop thread itself, event_active without a syscall). The loop
+ *     submits HEADERS, resumes the deferred data provider, or sends
+ *     trailers, then writes each touched connection once.
+ *   - Cleartext sockets are written directly after producing frames
+ *     (conn_write_now); the bufferevent's write event is armed only when the
+ *     socket is full. TLS connections write through bufferevent_openssl.
  *   - Back-pressure: send waits on call->cv while more than OUT_HIGH_WATER
  *     bytes are queued; the data provider (loop) signals as it drains.
  *   - A call is reference counted: one reference for the loop (dropped when
  *     the stream is closed AND the worker has finished), one for the worker
- *     (from dispatch until the handler returns), one per pending-list entry.
+ *     (from dispatch until the handler returns), one per pending-list entry,
+ *     one per queued resume, and one held from immu_grpc_call_detach until
+ *     the finish (srv->ndetached counts those; immu_grpc_server_free waits
+ *     for it to reach 0). "Worker has finished" means the call is finished:
+ *     a detached call keeps counting against its connection's busy
+ *     handlers.
  *     Only the loop frees loop resources (the deadline timer), always before
  *     dropping its reference, so the last unref may run on any thread.
  *   - Cancellation (RST_STREAM, connection closed, deadline, hard stop) sets
@@ -55,9 +72,9 @@
  * Log levels passed to cfg->log: 0 error, 1 warning, 2 info, 3 debug.
  *
  * Details of the contract in server.h:
- *   - A handler must call immu_grpc_call_finish before it returns; if it
- *     does not, the transport finishes the call with INTERNAL and logs an
- *     error (a call cannot be finished later from another thread).
+ *   - A handler must call immu_grpc_call_finish or immu_grpc_call_detach
+ *     before it returns; if it does neither, the transport finishes the call
+ *     with INTERNAL and logs an error.
  *   - immu_grpc_call_add_header refuses (IMMU_EINVAL) names that are not
  *     lower-case tokens, pseudo-headers, "grpc-*", "content-type" and
  *     "immudb-uuid", and any call after the first send or the finish.
@@ -86,6 +103,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,10 +202,13 @@ struct immu_grpc_call {
   int status;
   char *message;
   int in_pending;
+  int det_ref; /* detached: one reference held until finish */
 
-  /* Under srv->mu. */
+  /* Under srv->mu (work queue) / srv->pend_mu (pending list). */
   immu_grpc_call *pend_next;
   immu_grpc_call *work_next;
+  void (*resume_fn)(immu_grpc_call *, void *);
+  void *resume_arg;
 
   /* Loop thread only. */
   conn *conn;
@@ -242,6 +263,7 @@ struct conn {
   uint64_t completed;
   int dirty;
   conn *dirty_next;
+  int wr_on; /* cleartext: EV_WRITE enabled because output is left over */
 };
 
 struct immu_grpc_server {
@@ -268,15 +290,38 @@ struct immu_grpc_server {
   uint64_t refused;
   int64_t refused_log_ms;
 
+  /* Work queue and worker bookkeeping, under mu. */
   pthread_mutex_t mu;
   pthread_cond_t work_cv;
+  pthread_cond_t detach_cv; /* ndetached dropped to 0 */
   immu_grpc_call *work_head, *work_tail;
   int quit;
-  immu_grpc_call *pend_head, *pend_tail;
-  int wake_armed;
+  int nidle;   /* workers blocked in work_cv */
+  int nwaking; /* signalled, not yet back from the wait */
+  long ndetached;
   pthread_t *threads;
   int nthreads;
+
+  /* Completed work for the loop, under pend_mu (its own lock so that
+   * finishing workers do not contend with the dispatching loop). */
+  pthread_mutex_t pend_mu;
+  immu_grpc_call *pend_head, *pend_tail;
+  int wake_armed;
+  int efd;                /* eventfd: other threads wake the loop */
+  struct event *efd_ev;
+
+  /* Loop thread only: requests routed during this loop pass, handed to
+   * the workers in one go by flush_ev. */
+  immu_grpc_call *batch_head, *batch_tail;
+  struct event *flush_ev;
+  size_t *mtab; /* hash of method paths: index + 1, 0 = empty */
+  size_t mtab_mask;
 };
+
+/* The server whose loop runs on this thread (NULL elsewhere): lets the call
+ * API avoid waking the loop through the eventfd, and never block, when it is
+ * used by an inline handler. */
+static _Thread_local immu_grpc_server *tl_loop;
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
@@ -530,11 +575,15 @@ static void call_cancel(immu_grpc_call *k) {
 }
 
 /* Puts |k| on the loop's pending list (takes a reference) and wakes the loop.
- * Called by whoever set k->in_pending, without k->mu held. */
+ * Called by whoever set k->in_pending, without k->mu held. Only the first
+ * push after the loop drained the list wakes it (wake_armed), so a burst of
+ * completions costs one eventfd write; on the loop thread itself the wake is
+ * a plain event_active (no syscall, and no libevent lock shared with
+ * workers on the other path). */
 static void pending_push(immu_grpc_server *s, immu_grpc_call *k) {
   int arm;
   atomic_fetch_add(&k->refs, 1);
-  pthread_mutex_lock(&s->mu);
+  pthread_mutex_lock(&s->pend_mu);
   k->pend_next = NULL;
   if (s->pend_tail != NULL)
     s->pend_tail->pend_next = k;
@@ -543,9 +592,32 @@ static void pending_push(immu_grpc_server *s, immu_grpc_call *k) {
   s->pend_tail = k;
   arm = !s->wake_armed;
   s->wake_armed = 1;
-  pthread_mutex_unlock(&s->mu);
-  if (arm)
+  pthread_mutex_unlock(&s->pend_mu);
+  if (!arm)
+    return;
+  if (tl_loop == s) {
     event_active(s->wake_ev, EV_READ, 0);
+  } else {
+    uint64_t one = 1;
+    ssize_t w = write(s->efd, &one, sizeof one);
+    (void)w; /* only fails when the counter is saturated: still readable */
+  }
+}
+
+/* Under s->mu: decides to wake one idle worker unless one is already on
+ * its way; returns 1 if the caller must pthread_cond_signal(work_cv) once
+ * it released s->mu (signalling under the lock made the woken worker
+ * block on the mutex right away: a futex wait and wake more per call). A
+ * woken worker that leaves work behind wakes the next (worker_main), so a
+ * burst fans out one worker at a time and only as far as the queue stays
+ * non-empty: workers busy in handlers pick queued calls up without any
+ * wake-up at all. */
+static int wake_worker_locked(immu_grpc_server *s) {
+  if (s->work_head != NULL && s->nwaking == 0 && s->nidle > 0) {
+    s->nwaking++;
+    return 1;
+  }
+  return 0;
 }
 
 /* Loop: the stream is gone (closed by nghttp2 or the connection died). */
@@ -860,6 +932,43 @@ static int conn_flush(conn *c) {
   return 0;
 }
 
+/* Cleartext: writes the output buffer to the socket now instead of through
+ * the bufferevent's write event, which would cost an epoll_ctl to arm it, a
+ * loop pass to fire it and an epoll_ctl to disarm it for every response.
+ * EV_WRITE stays disabled (so adding output does not arm it) unless the
+ * socket could not take everything. Returns -1 on a socket error. */
+static int conn_write_now(conn *c) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  int left;
+  while (evbuffer_get_length(out) > 0) {
+    int n;
+    /* The bufferevent freezes the front of its output buffer so that only
+     * it drains it; we drain it here, on the same thread, like it does. */
+    evbuffer_unfreeze(out, 1);
+    n = evbuffer_write(out, c->fd);
+    evbuffer_freeze(out, 1);
+    if (n < 0) {
+      int err = EVUTIL_SOCKET_ERROR();
+      if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+        break;
+      slog(c->srv, LOG_DEBUG, "peer %s: write: %s", c->peer_ip,
+           evutil_socket_error_to_string(err));
+      return -1;
+    }
+    if (n == 0)
+      break;
+  }
+  left = evbuffer_get_length(out) > 0;
+  if (left && !c->wr_on) {
+    c->wr_on = 1;
+    bufferevent_enable(c->bev, EV_WRITE);
+  } else if (!left && c->wr_on) {
+    c->wr_on = 0;
+    bufferevent_disable(c->bev, EV_WRITE);
+  }
+  return 0;
+}
+
 static void conn_arm_timer(conn *c) {
   immu_grpc_server *s = c->srv;
   int64_t now = now_ms(), at;
@@ -897,6 +1006,10 @@ static int conn_check(conn *c) {
     }
     if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
       conn_start_drain(c);
+  }
+  if (!c->tls && c->state != CONN_LINGER && conn_write_now(c) != 0) {
+    conn_free(c);
+    return 1;
   }
   if (c->state == CONN_DRAIN &&
       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -1148,12 +1261,47 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
   conn_check(c);
 }
 
+static size_t path_hash(const char *p) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  return (size_t)(h ^ (h >> 29));
+}
+
+/* Open-addressing table of method paths (a linear strcmp over the ~100
+ * ImmuService methods showed up in profiles). First entry wins, as the
+ * linear search did. */
+static int mtab_build(immu_grpc_server *s) {
+  size_t cap = 16, i;
+  while (cap < 2 * s->nmethods + 2)
+    cap *= 2;
+  s->mtab = immu__calloc(cap, sizeof *s->mtab);
+  if (s->mtab == NULL)
+    return IMMU_ENOMEM;
+  s->mtab_mask = cap - 1;
+  for (i = 0; i < s->nmethods; i++) {
+    size_t h = path_hash(s->methods[i].path) & s->mtab_mask;
+    int dup = 0;
+    while (s->mtab[h] != 0) {
+      if (strcmp(s->methods[s->mtab[h] - 1].path, s->methods[i].path) == 0)
+        dup = 1;
+      h = (h + 1) & s->mtab_mask;
+    }
+    if (!dup)
+      s->mtab[h] = i + 1;
+  }
+  return 0;
+}
+
 static const immu_grpc_method *find_method(const immu_grpc_server *s,
                                            const char *path) {
-  size_t i;
-  for (i = 0; i < s->nmethods; i++)
-    if (strcmp(s->methods[i].path, path) == 0)
-      return &s->methods[i];
+  size_t h = path_hash(path) & s->mtab_mask;
+  while (s->mtab[h] != 0) {
+    const immu_grpc_method *m = &s->methods[s->mtab[h] - 1];
+    if (strcmp(m->path, path) == 0)
+      return m;
+    h = (h + 1) & s->mtab_mask;
+  }
   return NULL;
 }
 
@@ -1310,20 +1458,23 @@ static int on_data_chunk_recv(nghttp2_session *h2, uint8_t flags,
   return 0;
 }
 
+/* Routes a complete request to its handler. Calls are batched for the
+ * whole loop pass: flush_ev is queued behind the socket events of this
+ * pass, so the requests read from every ready connection reach the workers
+ * under one lock and at most one wake-up. */
 static void dispatch(conn *c, immu_grpc_call *k) {
   immu_grpc_server *s = c->srv;
   k->in_worker = 1;
   c->busy++;
-  atomic_fetch_add(&k->refs, 1);
-  pthread_mutex_lock(&s->mu);
+  atomic_fetch_add(&k->refs, 1); /* the handler's */
   k->work_next = NULL;
-  if (s->work_tail != NULL)
-    s->work_tail->work_next = k;
-  else
-    s->work_head = k;
-  s->work_tail = k;
-  pthread_cond_signal(&s->work_cv);
-  pthread_mutex_unlock(&s->mu);
+  if (s->batch_tail != NULL) {
+    s->batch_tail->work_next = k;
+  } else {
+    s->batch_head = k;
+    event_active(s->flush_ev, EV_TIMEOUT, 0);
+  }
+  s->batch_tail = k;
   conn_update_read(c);
 }
 
@@ -1546,7 +1697,11 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
   }
   bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
   bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
-  if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
+  /* Cleartext output goes out through conn_write_now; a new bufferevent
+   * has EV_WRITE enabled, which would arm the write event on every add. */
+  if (!c->tls)
+    bufferevent_disable(c->bev, EV_WRITE);
+  if (bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_READ) != 0) {
     conn_free(c);
     return;
   }
@@ -1558,18 +1713,72 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 /* loop wake-up, stop                                                  */
 /* ------------------------------------------------------------------ */
 
+static void run_item(immu_grpc_server *s, immu_grpc_call *k,
+                     void (*fn)(immu_grpc_call *, void *), void *arg);
+
+/* Loop: hands the requests routed during this pass to the workers (one
+ * lock, at most one wake-up), then runs the inline handlers here. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg) {
+  immu_grpc_server *s = arg;
+  immu_grpc_call *k, *inl = NULL, **inl_tail = &inl;
+  immu_grpc_call *head = NULL, *tail = NULL;
+  int sig;
+  (void)fd;
+  (void)what;
+  k = s->batch_head;
+  s->batch_head = s->batch_tail = NULL;
+  while (k != NULL) {
+    immu_grpc_call *nx = k->work_next;
+    k->work_next = NULL;
+    if (k->method->flags & IMMU_GRPC_METHOD_INLINE) {
+      *inl_tail = k;
+      inl_tail = &k->work_next;
+    } else {
+      if (tail != NULL)
+        tail->work_next = k;
+      else
+        head = k;
+      tail = k;
+    }
+    k = nx;
+  }
+  if (head != NULL) {
+    pthread_mutex_lock(&s->mu);
+    if (s->work_tail != NULL)
+      s->work_tail->work_next = head;
+    else
+      s->work_head = head;
+    s->work_tail = tail;
+    sig = wake_worker_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (sig)
+      pthread_cond_signal(&s->work_cv);
+  }
+  while ((k = inl) != NULL) {
+    inl = k->work_next;
+    k->work_next = NULL;
+    run_item(s, k, NULL, NULL);
+  }
+}
+
+/* Loop: applies what handlers did (responses, finishes) to the sessions.
+ * Runs for the eventfd (other threads) and for wake_ev (the loop itself). */
 static void wake_cb(evutil_socket_t fd, short what, void *arg) {
   immu_grpc_server *s = arg;
   immu_grpc_call *list, *k;
   conn *dirty = NULL;
-  (void)fd;
   (void)what;
 
-  pthread_mutex_lock(&s->mu);
+  if (fd >= 0) {
+    uint64_t cnt;
+    ssize_t r = read(fd, &cnt, sizeof cnt);
+    (void)r; /* EAGAIN: a wake-up already consumed by an earlier pass */
+  }
+  pthread_mutex_lock(&s->pend_mu);
   list = s->pend_head;
   s->pend_head = s->pend_tail = NULL;
   s->wake_armed = 0;
-  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_unlock(&s->pend_mu);
 
   while ((k = list) != NULL) {
     conn *c = k->conn;
@@ -1668,15 +1877,16 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg) {
 
 static void call_finish_internal(immu_grpc_call *k, int status,
                                  const char *msg) {
-  char *m = xstrdup(msg);
-  int wake = 0;
+  immu_grpc_server *s = k->srv;
+  char *m = msg != NULL && msg[0] != '\0' ? xstrdup(msg) : NULL;
+  int wake = 0, det;
   if (status < 0 || status > IMMU_GRPC_UNAUTHENTICATED)
     status = IMMU_GRPC_UNKNOWN;
   pthread_mutex_lock(&k->mu);
   if (k->finished) {
     pthread_mutex_unlock(&k->mu);
     immu__free(m);
-    slog(k->srv, LOG_ERROR, "%s: call finished twice", k->path);
+    slog(s, LOG_ERROR, "%s: call finished twice", k->path);
     return;
   }
   k->finished = 1;
@@ -1686,45 +1896,91 @@ static void call_finish_internal(immu_grpc_call *k, int status,
     k->in_pending = 1;
     wake = 1;
   }
+  det = k->det_ref;
+  k->det_ref = 0;
   pthread_mutex_unlock(&k->mu);
-  if (wake) /* the worker's reference keeps |k| alive here */
-    pending_push(k->srv, k);
+  if (wake) /* the handler's or the detached reference keeps |k| alive */
+    pending_push(s, k);
+  if (det) {
+    /* Last use of |s| by this thread: immu_grpc_server_free waits for
+     * ndetached to reach 0 before it tears the server down. */
+    pthread_mutex_lock(&s->mu);
+    if (--s->ndetached == 0)
+      pthread_cond_broadcast(&s->detach_cv);
+    pthread_mutex_unlock(&s->mu);
+    call_unref(k);
+  }
+}
+
+/* Runs one queued item: a request's handler, or a resume function of a
+ * detached call. Drops the reference the queue held. */
+static void run_item(immu_grpc_server *s, immu_grpc_call *k,
+                     void (*fn)(immu_grpc_call *, void *), void *arg) {
+  if (fn != NULL) {
+    fn(k, arg);
+  } else if (atomic_load(&k->cancelled)) {
+    call_finish_internal(k, IMMU_GRPC_CANCELLED, "call cancelled");
+  } else {
+    int ok;
+    k->method->handler(k, k->method->arg);
+    pthread_mutex_lock(&k->mu);
+    ok = k->finished || k->det_ref;
+    pthread_mutex_unlock(&k->mu);
+    if (!ok) {
+      slog(s, LOG_ERROR, "%s: handler returned without finishing the call",
+           k->path);
+      call_finish_internal(k, IMMU_GRPC_INTERNAL,
+                           "handler did not finish the call");
+    }
+  }
+  call_unref(k);
 }
 
 static void *worker_main(void *arg) {
   immu_grpc_server *s = arg;
+  pthread_mutex_lock(&s->mu);
   for (;;) {
-    immu_grpc_call *k;
-    int finished;
-    pthread_mutex_lock(&s->mu);
-    while (!s->quit && s->work_head == NULL)
-      pthread_cond_wait(&s->work_cv, &s->mu);
-    k = s->work_head;
-    if (k == NULL) {
+    immu_grpc_call *k = s->work_head;
+    if (k != NULL) {
+      s->work_head = k->work_next;
+      if (s->work_head == NULL)
+        s->work_tail = NULL;
+      void (*fn)(immu_grpc_call *, void *) = k->resume_fn;
+      void *fn_arg = k->resume_arg;
+      k->work_next = NULL;
+      k->resume_fn = NULL;
+      k->resume_arg = NULL;
+      /* More queued: recruit the next idle worker before running a
+       * handler that may block. */
+      int sig = wake_worker_locked(s);
       pthread_mutex_unlock(&s->mu);
+      if (sig)
+        pthread_cond_signal(&s->work_cv);
+      run_item(s, k, fn, fn_arg);
+      pthread_mutex_lock(&s->mu);
+      continue;
+    }
+    if (s->quit)
       break;
+    s->nidle++;
+    {
+      /* A wake decision is made under the lock while a waiter exists, and
+       * every return from this wait pays one back (clamped at 0), so a
+       * decision whose signal found nobody waiting was already paid by
+       * the return that emptied the wait set: nwaking cannot stay above 0
+       * with nobody coming. The 1 s timeout is a safety net for that
+       * argument (a stall would last 1 s, not forever), at one wake-up
+       * per idle worker per second. */
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
     }
-    s->work_head = k->work_next;
-    if (s->work_head == NULL)
-      s->work_tail = NULL;
-    pthread_mutex_unlock(&s->mu);
-
-    if (atomic_load(&k->cancelled)) {
-      call_finish_internal(k, IMMU_GRPC_CANCELLED, "call cancelled");
-    } else {
-      k->method->handler(k, k->method->arg);
-      pthread_mutex_lock(&k->mu);
-      finished = k->finished;
-      pthread_mutex_unlock(&k->mu);
-      if (!finished) {
-        slog(s, LOG_ERROR, "%s: handler returned without finishing the call",
-             k->path);
-        call_finish_internal(k, IMMU_GRPC_INTERNAL,
-                             "handler did not finish the call");
-      }
-    }
-    call_unref(k);
+    s->nidle--;
+    if (s->nwaking > 0)
+      s->nwaking--;
   }
+  pthread_mutex_unlock(&s->mu);
   return NULL;
 }
 
@@ -1859,10 +2115,26 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
     set_errmsg(errmsg, "pthread_mutex_init failed");
     return IMMU_ENOMEM;
   }
+  s->efd = -1;
   if (pthread_cond_init(&s->work_cv, NULL) != 0) {
     pthread_mutex_destroy(&s->mu);
     immu__free(s);
     set_errmsg(errmsg, "pthread_cond_init failed");
+    return IMMU_ENOMEM;
+  }
+  if (pthread_cond_init(&s->detach_cv, NULL) != 0) {
+    pthread_cond_destroy(&s->work_cv);
+    pthread_mutex_destroy(&s->mu);
+    immu__free(s);
+    set_errmsg(errmsg, "pthread_cond_init failed");
+    return IMMU_ENOMEM;
+  }
+  if (pthread_mutex_init(&s->pend_mu, NULL) != 0) {
+    pthread_cond_destroy(&s->detach_cv);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_mutex_destroy(&s->mu);
+    immu__free(s);
+    set_errmsg(errmsg, "pthread_mutex_init failed");
     return IMMU_ENOMEM;
   }
   atomic_init(&s->stop_grace, 0);
@@ -1910,6 +2182,11 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
   }
   s->cfg.address = s->address;
   s->cfg.uuid = s->uuid;
+  if (mtab_build(s) != 0) {
+    rc = IMMU_ENOMEM;
+    set_errmsg(errmsg, "out of memory");
+    goto fail;
+  }
 
   if (cfg->ssl_ctx != NULL) {
     SSL_CTX_set_alpn_select_cb(cfg->ssl_ctx, alpn_select_cb, NULL);
@@ -1927,13 +2204,22 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
     set_errmsg(errmsg, "pipe: %s", strerror(errno));
     goto fail;
   }
+  s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (s->efd < 0) {
+    rc = -errno;
+    set_errmsg(errmsg, "eventfd: %s", strerror(errno));
+    goto fail;
+  }
   s->wake_ev = event_new(s->base, -1, 0, wake_cb, s);
+  s->efd_ev = event_new(s->base, s->efd, EV_READ | EV_PERSIST, wake_cb, s);
+  s->flush_ev = event_new(s->base, -1, 0, flush_cb, s);
   s->stop_ev =
       event_new(s->base, s->stop_pipe[0], EV_READ | EV_PERSIST, stop_cb, s);
   s->grace_ev = event_new(s->base, -1, 0, grace_cb, s);
   s->lis_retry = event_new(s->base, -1, 0, lis_retry_cb, s);
-  if (s->wake_ev == NULL || s->stop_ev == NULL || s->grace_ev == NULL ||
-      s->lis_retry == NULL || event_add(s->stop_ev, NULL) != 0) {
+  if (s->wake_ev == NULL || s->efd_ev == NULL || s->flush_ev == NULL ||
+      s->stop_ev == NULL || s->grace_ev == NULL || s->lis_retry == NULL ||
+      event_add(s->stop_ev, NULL) != 0 || event_add(s->efd_ev, NULL) != 0) {
     rc = IMMU_ENOMEM;
     set_errmsg(errmsg, "event_new failed");
     goto fail;
@@ -1972,7 +2258,9 @@ int immu_grpc_server_port(const immu_grpc_server *s) {
 int immu_grpc_server_run(immu_grpc_server *s) {
   slog(s, LOG_INFO, "listening on %s:%d (%s), %d workers", s->address, s->port,
        s->cfg.ssl_ctx != NULL ? "TLS" : "h2c", s->nthreads);
+  tl_loop = s;
   event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+  tl_loop = NULL;
   return 0;
 }
 
@@ -1994,8 +2282,24 @@ void immu_grpc_server_free(immu_grpc_server *s) {
   s->stopping = 1;
   while (s->conns != NULL)
     conn_free(s->conns);
+  /* Requests routed in the last loop pass that never got flushed: give
+   * them to the workers, which finish them as cancelled. */
+  if (s->batch_head != NULL)
+    flush_cb(-1, 0, s);
 
   pthread_mutex_lock(&s->mu);
+  /* Detached calls are finished by their owners (another thread, maybe
+   * through immu_grpc_call_resume on our workers): wait for all of them,
+   * since finishing touches the server. */
+  while (s->ndetached > 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    if (pthread_cond_timedwait(&s->detach_cv, &s->mu, &ts) == ETIMEDOUT &&
+        s->ndetached > 0)
+      slog(s, LOG_WARN, "stopping: waiting for %ld detached call(s)",
+           s->ndetached);
+  }
   s->quit = 1;
   pthread_cond_broadcast(&s->work_cv);
   pthread_mutex_unlock(&s->mu);
@@ -2015,6 +2319,13 @@ void immu_grpc_server_free(immu_grpc_server *s) {
     evconnlistener_free(s->lis);
   if (s->wake_ev != NULL)
     event_free(s->wake_ev);
+  if (s->efd_ev != NULL)
+    event_free(s->efd_ev);
+  if (s->flush_ev != NULL)
+    event_free(s->flush_ev);
+  if (s->efd >= 0)
+    close(s->efd);
+  immu__free(s->mtab);
   if (s->stop_ev != NULL)
     event_free(s->stop_ev);
   if (s->grace_ev != NULL)
@@ -2033,7 +2344,9 @@ void immu_grpc_server_free(immu_grpc_server *s) {
   immu__free(s->address);
   immu__free(s->uuid);
   pthread_cond_destroy(&s->work_cv);
+  pthread_cond_destroy(&s->detach_cv);
   pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->pend_mu);
   immu__free(s);
 }
 
@@ -2120,7 +2433,8 @@ int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
   return rc;
 }
 
-int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
+static int call_send(immu_grpc_call *c, const uint8_t *msg, size_t len,
+                     int may_block) {
   out_chunk *ch;
   int wake;
   if (len > UINT32_MAX || (len > 0 && msg == NULL))
@@ -2142,8 +2456,14 @@ int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
     memcpy(ch->data + 5, msg, len);
 
   pthread_mutex_lock(&c->mu);
-  while (!atomic_load(&c->cancelled) && c->out_bytes > OUT_HIGH_WATER)
+  while (!atomic_load(&c->cancelled) && c->out_bytes > OUT_HIGH_WATER) {
+    if (!may_block) {
+      pthread_mutex_unlock(&c->mu);
+      immu__free(ch);
+      return IMMU_EBUSY;
+    }
     pthread_cond_wait(&c->cv, &c->mu);
+  }
   if (atomic_load(&c->cancelled) || c->finished) {
     int closed = atomic_load(&c->cancelled);
     pthread_mutex_unlock(&c->mu);
@@ -2165,6 +2485,67 @@ int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
   return 0;
 }
 
+int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
+  /* The loop thread (inline handlers) must never wait for itself. */
+  return call_send(c, msg, len, tl_loop == NULL);
+}
+
+int immu_grpc_call_try_send(immu_grpc_call *c, const uint8_t *msg,
+                            size_t len) {
+  return call_send(c, msg, len, 0);
+}
+
 void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
   call_finish_internal(c, status, msg);
+}
+
+void immu_grpc_call_detach(immu_grpc_call *c) {
+  immu_grpc_server *s = c->srv;
+  pthread_mutex_lock(&c->mu);
+  if (c->finished || c->det_ref) {
+    pthread_mutex_unlock(&c->mu);
+    slog(s, LOG_ERROR, "%s: detach of a %s call", c->path,
+         c->finished ? "finished" : "detached");
+    return;
+  }
+  c->det_ref = 1;
+  atomic_fetch_add(&c->refs, 1);
+  pthread_mutex_unlock(&c->mu);
+  pthread_mutex_lock(&s->mu);
+  s->ndetached++;
+  pthread_mutex_unlock(&s->mu);
+}
+
+void immu_grpc_call_resume(immu_grpc_call *c,
+                           void (*fn)(immu_grpc_call *c, void *arg),
+                           void *arg) {
+  immu_grpc_server *s = c->srv;
+  int ok, sig;
+  pthread_mutex_lock(&c->mu);
+  ok = c->det_ref && fn != NULL;
+  pthread_mutex_unlock(&c->mu);
+  if (!ok) {
+    slog(s, LOG_ERROR, "%s: resume of a call that is not detached", c->path);
+    return;
+  }
+  atomic_fetch_add(&c->refs, 1); /* the queue's, dropped by run_item */
+  pthread_mutex_lock(&s->mu);
+  if (c->resume_fn != NULL) {
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_sub(&c->refs, 1); /* the detached ref is still held */
+    slog(s, LOG_ERROR, "%s: resume while a resume is pending", c->path);
+    return;
+  }
+  c->resume_fn = fn;
+  c->resume_arg = arg;
+  c->work_next = NULL;
+  if (s->work_tail != NULL)
+    s->work_tail->work_next = c;
+  else
+    s->work_head = c;
+  s->work_tail = c;
+  sig = wake_worker_locked(s);
+  pthread_mutex_unlock(&s->mu);
+  if (sig)
+    pthread_cond_signal(&s->work_cv);
 }

@@ -13,7 +13,10 @@
  *            HTTP server, consistency checker, signals.
  *
  * Threading: the transport runs one libevent loop thread for all sockets and
- * a pool of worker threads; handlers run on workers and may block on disk.
+ * a pool of worker threads; handlers run on workers and may block on disk
+ * (except IMMU_GRPC_METHOD_INLINE ones, which run on the loop thread and
+ * must never block). A handler may also detach its call and have it
+ * finished later from any thread (immu_grpc_call_detach).
  * Every function here is thread-safe unless it says otherwise.
  */
 #ifndef IMMU_SERVER_SERVER_H
@@ -52,14 +55,22 @@ typedef struct immu_grpc_call immu_grpc_call;
 
 /* Runs on a worker thread once the whole request has arrived (every
  * message of a client-streaming call, or the single message of a unary or
- * server-streaming one). It must end the call with immu_grpc_call_finish
- * exactly once, after any number of immu_grpc_call_send. */
+ * server-streaming one). Before it returns it must either end the call with
+ * immu_grpc_call_finish (exactly once, after any number of
+ * immu_grpc_call_send) or detach it (immu_grpc_call_detach). */
 typedef void (*immu_grpc_handler)(immu_grpc_call *call, void *arg);
+
+/* The handler never blocks (no disk, no engine call, no lock held for
+ * long, no send of more than ~4 MiB): it runs directly on the I/O loop
+ * thread, saving two thread hand-offs per call. Health-type methods only:
+ * the rule is that the I/O thread never waits on disk. */
+#define IMMU_GRPC_METHOD_INLINE 1u
 
 typedef struct immu_grpc_method {
   const char *path; /* "/immudb.schema.ImmuService/Get" */
   immu_grpc_handler handler;
   void *arg;
+  unsigned flags; /* IMMU_GRPC_METHOD_*; 0 = runs on a worker */
 } immu_grpc_method;
 
 typedef struct immu_grpc_config {
@@ -101,7 +112,8 @@ int immu_grpc_server_run(immu_grpc_server *s);
 void immu_grpc_server_stop(immu_grpc_server *s, int grace_s);
 void immu_grpc_server_free(immu_grpc_server *s);
 
-/* --- call API, from the handler's worker thread --- */
+/* --- call API, from the handler's worker thread (or, for a detached
+ * call, from whichever thread owns it at the time) --- */
 
 /* Request messages (gRPC length prefix removed). Borrowed until finish. */
 size_t immu_grpc_call_nmsgs(const immu_grpc_call *c);
@@ -120,12 +132,59 @@ int immu_grpc_call_cancelled(const immu_grpc_call *c);
 int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
                               const char *value);
 /* Queues one response message (copied). Blocks while more than ~4 MiB are
- * queued for this call (flow control). Returns 0, or IMMU_ECLOSED if the
- * call is cancelled. */
+ * queued for this call (flow control; on the loop thread it returns
+ * IMMU_EBUSY instead). Returns 0, or IMMU_ECLOSED if the call is
+ * cancelled. */
 int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len);
+/* As immu_grpc_call_send, but never blocks: IMMU_EBUSY (message not
+ * queued) while more than ~4 MiB are queued. For detached calls completed
+ * from threads that must not block (engine callbacks); a unary reply never
+ * meets the limit. */
+int immu_grpc_call_try_send(immu_grpc_call *c, const uint8_t *msg,
+                            size_t len);
 /* Ends the call with a status and message (grpc-status/grpc-message
- * trailers). The call must not be used afterwards. */
+ * trailers). Never blocks; callable from any thread. The call must not be
+ * used afterwards. A second finish is an error that is logged and ignored
+ * as long as the call is still alive (always the case inside the handler;
+ * a finished detached call may be freed at once). */
 void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg);
+
+/* Asynchronous completion.
+ *
+ * immu_grpc_call_detach, called by the handler before it returns, keeps the
+ * call alive past the handler: the handler returns without finishing, and
+ * whoever it handed the call to (e.g. an engine callback) ends it later
+ * with immu_grpc_call_finish from any thread, after any number of
+ * immu_grpc_call_try_send (or immu_grpc_call_send on a thread that may
+ * block). Ownership: from detach until finish the call belongs to that
+ * party, which must finish it exactly once, also when it was cancelled;
+ * the transport frees it after the finish and after its stream is gone.
+ * Once the handler handed the call on, it must not touch it again (the
+ * owner may finish it at once, even before the handler returned).
+ *
+ * Cancellation while detached (client RST_STREAM, deadline, connection
+ * closed, hard stop): immu_grpc_call_cancelled becomes 1 and sends return
+ * IMMU_ECLOSED, but the call stays valid until it is finished; the status
+ * given to that finish is then dropped (the client already has its
+ * answer). A deadline answers DEADLINE_EXCEEDED by itself.
+ *
+ * Stopping: a graceful stop waits (up to its grace period) for detached
+ * calls like for any running handler; immu_grpc_server_free waits, without
+ * a limit, until every detached call has been finished, since finishing
+ * touches the server. A detached call counts against its connection's
+ * concurrent handlers until it is finished. Detaching twice, or a finished
+ * call, logs an error and does nothing. */
+void immu_grpc_call_detach(immu_grpc_call *c);
+/* Queues |fn|(c, arg) to run on a worker thread, for a detached call only:
+ * a callback that must be cheap and must not block (an engine commit
+ * callback) hands the rest of the work (building a proof, encoding) back
+ * to a worker. Never blocks. The call stays detached: |fn| finishes it, or
+ * hands it on again. At most one resume may be pending per call; a second
+ * one, or a resume of a call that is not detached, logs an error and is
+ * ignored. */
+void immu_grpc_call_resume(immu_grpc_call *c,
+                           void (*fn)(immu_grpc_call *c, void *arg),
+                           void *arg);
 
 /* ------------------------------------------------------------------ */
 /* service (auth.c, svc_*.c)                                           */

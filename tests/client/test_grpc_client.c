@@ -1104,6 +1104,135 @@ static void test_garbage_mid_call(void **state) {
   expect_fail(f->cli, "/t.S/Echo", IMMU_ECLOSED, IMMU__GRPC_UNAVAILABLE);
 }
 
+/* --- asynchronous unary calls --- */
+
+typedef struct async_chain {
+  immu__grpc_client *c;
+  pthread_mutex_t *mu;
+  pthread_cond_t *cv;
+  int *active;
+  int left; /* calls still to start */
+  int ok, bad;
+  int id;
+} async_chain;
+
+static void async_next(async_chain *a);
+
+static void async_done(void *arg, int rc, const immu__grpc_result *res,
+                       const uint8_t *resp, size_t len) {
+  async_chain *a = arg;
+  char want[32];
+  snprintf(want, sizeof want, "chain-%d-%d", a->id, a->left);
+  if (rc == 0 && res->status == 0 && resp != NULL && len == strlen(want) &&
+      memcmp(resp, want, len) == 0)
+    a->ok++;
+  else
+    a->bad++;
+  async_next(a);
+}
+
+/* Starts the next call of the chain from the callback (I/O thread). */
+static void async_next(async_chain *a) {
+  if (a->left > 0) {
+    char req[32];
+    a->left--;
+    snprintf(req, sizeof req, "chain-%d-%d", a->id, a->left);
+    if (immu__grpc_client_unary_async(a->c, "/t.S/Echo", NULL,
+                                      (const uint8_t *)req, strlen(req),
+                                      async_done, a) == 0)
+      return;
+    a->bad++;
+  }
+  pthread_mutex_lock(a->mu);
+  (*a->active)--;
+  pthread_cond_broadcast(a->cv);
+  pthread_mutex_unlock(a->mu);
+}
+
+typedef struct async_one {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, rc, status;
+} async_one;
+
+static void async_one_cb(void *arg, int rc, const immu__grpc_result *res,
+                         const uint8_t *resp, size_t len) {
+  async_one *o = arg;
+  (void)resp;
+  (void)len;
+  pthread_mutex_lock(&o->mu);
+  o->done++;
+  o->rc = rc;
+  o->status = res->status;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+static void async_one_wait(async_one *o) {
+  pthread_mutex_lock(&o->mu);
+  while (o->done == 0)
+    pthread_cond_wait(&o->cv, &o->mu);
+  pthread_mutex_unlock(&o->mu);
+}
+
+static void test_unary_async(void **state) {
+  enum { CH = 20, PER = 50 };
+  fx *f = *state;
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  async_chain ch[CH];
+  int active = CH;
+  for (int i = 0; i < CH; i++) {
+    ch[i] = (async_chain){f->cli, &mu, &cv, &active, PER, 0, 0, i};
+  }
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < CH; i++) {
+    pthread_mutex_unlock(&mu);
+    async_next(&ch[i]);
+    pthread_mutex_lock(&mu);
+  }
+  while (active > 0)
+    pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+  for (int i = 0; i < CH; i++) {
+    assert_int_equal(ch[i].bad, 0);
+    assert_int_equal(ch[i].ok, PER);
+  }
+
+  /* A non-OK status, then a connection that dies with a call in flight:
+   * each callback runs exactly once. */
+  async_one o;
+  memset(&o, 0, sizeof o);
+  pthread_mutex_init(&o.mu, NULL);
+  pthread_cond_init(&o.cv, NULL);
+  assert_int_equal(immu__grpc_client_unary_async(f->cli, "/t.S/Fail", NULL,
+                                                 (const uint8_t *)"q", 1,
+                                                 async_one_cb, &o),
+                   0);
+  async_one_wait(&o);
+  assert_int_equal(o.rc, 0);
+  assert_int_equal(o.status, IMMU__GRPC_NOT_FOUND);
+  o.done = 0;
+  assert_int_equal(immu__grpc_client_unary_async(f->cli, "/t.S/Kill", NULL,
+                                                 (const uint8_t *)"q", 1,
+                                                 async_one_cb, &o),
+                   0);
+  async_one_wait(&o);
+  assert_int_equal(o.rc, -ECONNRESET);
+  assert_int_equal(o.status, IMMU__GRPC_UNAVAILABLE);
+  usleep(50000);
+  assert_int_equal(o.done, 1);
+  assert_int_equal(immu__grpc_client_unary_async(f->cli, "/t.S/Echo", NULL,
+                                                 (const uint8_t *)"q", 1,
+                                                 async_one_cb, &o),
+                   IMMU_ECLOSED);
+  assert_int_equal(immu__grpc_client_unary_async(f->cli, "nope", NULL, NULL,
+                                                 0, async_one_cb, &o),
+                   IMMU_EINVAL);
+  pthread_cond_destroy(&o.cv);
+  pthread_mutex_destroy(&o.mu);
+}
+
 static void test_connection_dropped(void **state) {
   fx *f = *state;
   expect_fail(f->cli, "/t.S/Kill", -ECONNRESET, IMMU__GRPC_UNAVAILABLE);
@@ -1607,6 +1736,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_malformed_replies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_garbage_mid_call, setup, teardown),
       cmocka_unit_test_setup_teardown(test_connection_dropped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unary_async, setup, teardown),
       cmocka_unit_test_setup_teardown(test_goaway, setup, teardown),
       cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),

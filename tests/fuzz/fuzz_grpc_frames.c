@@ -138,10 +138,10 @@ static void h_wait(immu_grpc_call *c, void *arg) {
 }
 
 static const immu_grpc_method k_methods[] = {
-    {"/t.T/Echo", h_echo, NULL},
-    {"/t.T/Stream", h_stream, NULL},
-    {"/t.T/Fail", h_fail, NULL},
-    {"/t.T/Wait", h_wait, NULL},
+    {"/t.T/Echo", h_echo, NULL, 0},
+    {"/t.T/Stream", h_stream, NULL, 0},
+    {"/t.T/Fail", h_fail, NULL, 0},
+    {"/t.T/Wait", h_wait, NULL, 0},
 };
 
 static struct {

@@ -199,10 +199,140 @@ static void h_slow(immu_grpc_call *c, void *arg) {
   immu_grpc_call_finish(c, IMMU_GRPC_OK, NULL);
 }
 
+/* --- detached calls: a fake asynchronous engine ---
+ *
+ * /t.T/Detach request: be32 delay_ms, be32 mode, then a tag. The handler
+ * detaches and queues the call to a "completer" thread that, once the delay
+ * is over, echoes the tag and finishes the call itself (mode 0) or hands it
+ * to a worker with immu_grpc_call_resume (mode 1), like an engine commit
+ * callback would. */
+
+typedef struct det_item {
+  immu_grpc_call *call;
+  int64_t due;
+  uint32_t mode;
+  struct det_item *next;
+} det_item;
+
+static pthread_mutex_t g_det_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_det_cv = PTHREAD_COND_INITIALIZER;
+static det_item *g_det_items;
+static int g_det_quit;
+static pthread_t g_det_thread;
+static atomic_int g_det_started;  /* handlers that detached */
+static atomic_int g_det_finished; /* finishes by the fake engine */
+static atomic_int g_det_cancel_seen;
+static atomic_int g_errors_logged;
+
+static void det_complete(immu_grpc_call *c, int on_worker) {
+  size_t len = 0;
+  const uint8_t *m = immu_grpc_call_msg(c, 0, &len);
+  int rc = immu_grpc_call_try_send(c, m + 8, len - 8);
+  if (rc == IMMU_ECLOSED || immu_grpc_call_cancelled(c))
+    atomic_fetch_add(&g_det_cancel_seen, 1);
+  atomic_fetch_add(&g_det_finished, 1);
+  immu_grpc_call_finish(c, rc == 0 ? IMMU_GRPC_OK : IMMU_GRPC_CANCELLED,
+                        on_worker ? "resumed" : NULL);
+}
+
+static void det_resume_fn(immu_grpc_call *c, void *arg) {
+  (void)arg;
+  det_complete(c, 1);
+}
+
+static void *det_thread(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&g_det_mu);
+  for (;;) {
+    det_item **pp, **best = NULL;
+    int64_t now = mono_ms();
+    for (pp = &g_det_items; *pp != NULL; pp = &(*pp)->next)
+      if (best == NULL || (*pp)->due < (*best)->due)
+        best = pp;
+    if (best == NULL) {
+      if (g_det_quit)
+        break;
+      pthread_cond_wait(&g_det_cv, &g_det_mu);
+      continue;
+    }
+    if ((*best)->due > now) {
+      struct timespec ts;
+      int64_t wait = (*best)->due - now;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += (time_t)(wait / 1000);
+      ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&g_det_cv, &g_det_mu, &ts);
+      continue;
+    }
+    {
+      det_item *it = *best;
+      *best = it->next;
+      pthread_mutex_unlock(&g_det_mu);
+      if (it->mode == 1)
+        immu_grpc_call_resume(it->call, det_resume_fn, NULL);
+      else
+        det_complete(it->call, 0);
+      free(it);
+      pthread_mutex_lock(&g_det_mu);
+    }
+  }
+  pthread_mutex_unlock(&g_det_mu);
+  return NULL;
+}
+
+static void h_detach(immu_grpc_call *c, void *arg) {
+  size_t len = 0;
+  const uint8_t *m = immu_grpc_call_msg(c, 0, &len);
+  det_item *it;
+  (void)arg;
+  if (m == NULL || len < 8) {
+    immu_grpc_call_finish(c, IMMU_GRPC_INVALID_ARGUMENT, "short request");
+    return;
+  }
+  it = calloc(1, sizeof *it);
+  if (it == NULL) {
+    immu_grpc_call_finish(c, IMMU_GRPC_RESOURCE_EXHAUSTED, "oom");
+    return;
+  }
+  it->call = c;
+  it->due = mono_ms() + get_be32(m);
+  it->mode = get_be32(m + 4);
+  immu_grpc_call_detach(c);
+  atomic_fetch_add(&g_det_started, 1);
+  /* From here on the completer owns the call: it may finish it before
+   * this handler returns, so |c| is not touched again. */
+  pthread_mutex_lock(&g_det_mu);
+  it->next = g_det_items;
+  g_det_items = it;
+  pthread_cond_signal(&g_det_cv);
+  pthread_mutex_unlock(&g_det_mu);
+}
+
+/* Inline (loop-thread) echo. */
+static void h_inline(immu_grpc_call *c, void *arg) {
+  size_t len = 0;
+  const uint8_t *m = immu_grpc_call_msg(c, 0, &len);
+  (void)arg;
+  if (immu_grpc_call_send(c, m, len) != 0) {
+    immu_grpc_call_finish(c, IMMU_GRPC_CANCELLED, "cancelled");
+    return;
+  }
+  immu_grpc_call_finish(c, IMMU_GRPC_OK, NULL);
+}
+
 static const immu_grpc_method k_methods[] = {
-    {"/t.T/Echo", h_echo, NULL},     {"/t.T/Fail", h_fail, NULL},
-    {"/t.T/Stream", h_stream, NULL}, {"/t.T/Collect", h_collect, NULL},
-    {"/t.T/Sleep", h_sleep, NULL},   {"/t.T/Slow", h_slow, NULL},
+    {"/t.T/Echo", h_echo, NULL, 0},
+    {"/t.T/Fail", h_fail, NULL, 0},
+    {"/t.T/Stream", h_stream, NULL, 0},
+    {"/t.T/Collect", h_collect, NULL, 0},
+    {"/t.T/Sleep", h_sleep, NULL, 0},
+    {"/t.T/Slow", h_slow, NULL, 0},
+    {"/t.T/Detach", h_detach, NULL, 0},
+    {"/t.T/Inline", h_inline, NULL, IMMU_GRPC_METHOD_INLINE},
 };
 
 static void on_done(void *arg, const char *path, int status, double seconds,
@@ -218,6 +348,8 @@ static void on_done(void *arg, const char *path, int status, double seconds,
 
 static void quiet_log(void *arg, int level, const char *msg) {
   (void)arg;
+  if (level <= 0)
+    atomic_fetch_add(&g_errors_logged, 1);
   if (level <= 1 && getenv("IMMU_TEST_VERBOSE") != NULL)
     fprintf(stderr, "[server %d] %s\n", level, msg);
   else if (level <= 0)
@@ -1469,6 +1601,214 @@ static void test_hard_stop(void **state) {
   free(body);
 }
 
+/* --- detached calls, inline handlers --- */
+
+static void det_body(uint8_t **body, size_t *blen, uint32_t delay_ms,
+                     uint32_t mode, const char *tag) {
+  uint8_t req[64];
+  size_t tl = strlen(tag);
+  assert_true(tl <= sizeof req - 8);
+  put_be32(req, delay_ms);
+  put_be32(req + 4, mode);
+  memcpy(req + 8, tag, tl);
+  *body = NULL;
+  *blen = 0;
+  frame_append(body, blen, req, 8 + tl);
+}
+
+static int wait_atomic(atomic_int *v, int want, int ms) {
+  int64_t end = mono_ms() + ms;
+  while (atomic_load(v) < want && mono_ms() < end)
+    sleep_ms(2);
+  return atomic_load(v) >= want;
+}
+
+/* Many concurrent detached calls on two connections, finished from the
+ * completer thread or resumed on a worker after random delays; some hit
+ * their deadline and some are reset by the client while detached. Every
+ * call must be finished exactly once (no "finished twice" error, the
+ * finish count equals the detach count) and freed once (ASan). */
+static void test_detach_many(void **state) {
+  enum { NC = 2, PER = 100, N = NC * PER };
+  tclient *tc[NC];
+  tstream *st = calloc(N, sizeof *st);
+  uint8_t *bodies[N];
+  size_t blens[N];
+  int kind[N]; /* 0 ok, 1 deadline, 2 client reset */
+  unsigned seed = 12345;
+  int started0 = atomic_load(&g_det_started);
+  int fin0 = atomic_load(&g_det_finished);
+  int err0 = atomic_load(&g_errors_logged);
+  int nreset = 0, c, i;
+  (void)state;
+  assert_non_null(st);
+  for (c = 0; c < NC; c++) {
+    tc[c] = tc_connect(g_srv->port, NULL);
+    assert_non_null(tc[c]);
+  }
+  for (i = 0; i < N; i++) {
+    char tag[32];
+    uint32_t delay;
+    seed = seed * 1103515245u + 12345u;
+    delay = (seed >> 16) % 40;
+    kind[i] = i % 10 == 3 ? 1 : (i % 10 == 7 ? 2 : 0);
+    if (kind[i] != 0)
+      delay = 300; /* still detached when the deadline / reset comes */
+    snprintf(tag, sizeof tag, "det-%d", i);
+    /* both completion paths for every kind (i % 10 fixes the kind) */
+    det_body(&bodies[i], &blens[i], delay, (uint32_t)((i / 2) % 2), tag);
+    st[i].grpc_status = -1;
+    tc_start(tc[i % NC], &st[i], "/t.T/Detach", NULL,
+             kind[i] == 1 ? "50m" : NULL, bodies[i], blens[i]);
+  }
+  for (c = 0; c < NC; c++)
+    tc_pump(tc[c], 50, NULL, NULL);
+  assert_true(wait_atomic(&g_det_started, started0 + N, 10000));
+  for (i = 0; i < N; i++) {
+    if (kind[i] == 2) {
+      nghttp2_submit_rst_stream(tc[i % NC]->h2, NGHTTP2_FLAG_NONE, st[i].id,
+                                NGHTTP2_CANCEL);
+      nreset++;
+    }
+  }
+  {
+    int64_t end = mono_ms() + 15000;
+    int done = 0;
+    while (!done && mono_ms() < end) {
+      done = 1;
+      for (c = 0; c < NC; c++)
+        tc_pump(tc[c], 10, NULL, NULL);
+      for (i = 0; i < N; i++)
+        if (!st[i].closed)
+          done = 0;
+    }
+    assert_true(done);
+  }
+  for (i = 0; i < N; i++) {
+    if (kind[i] == 0) {
+      char tag[32];
+      size_t mlen = 0;
+      const uint8_t *m = resp_msg(&st[i], 0, &mlen);
+      snprintf(tag, sizeof tag, "det-%d", i);
+      assert_int_equal(st[i].grpc_status, 0);
+      assert_non_null(m);
+      assert_int_equal(mlen, strlen(tag));
+      assert_memory_equal(m, tag, mlen);
+    } else if (kind[i] == 1) {
+      assert_int_equal(st[i].grpc_status, IMMU_GRPC_DEADLINE_EXCEEDED);
+    } else {
+      assert_int_equal(st[i].close_code, NGHTTP2_CANCEL);
+    }
+  }
+  /* The owners still finish the cancelled calls, once each. */
+  assert_true(wait_atomic(&g_det_finished, fin0 + N, 10000));
+  sleep_ms(50);
+  assert_int_equal(atomic_load(&g_det_finished), fin0 + N);
+  assert_int_equal(atomic_load(&g_det_started), started0 + N);
+  assert_true(atomic_load(&g_det_cancel_seen) >= nreset);
+  assert_int_equal(atomic_load(&g_errors_logged), err0);
+  /* The connections still work. */
+  for (c = 0; c < NC; c++) {
+    assert_true(echo_ok(tc[c], "after-detach"));
+    tc_free(tc[c]);
+  }
+  for (i = 0; i < N; i++) {
+    ts_reset(&st[i]);
+    free(bodies[i]);
+  }
+  free(st);
+}
+
+static void test_inline_handler(void **state) {
+  enum { N = 50 };
+  tclient *tc = tc_connect(g_srv->port, NULL);
+  tstream st[N];
+  uint8_t *body = NULL;
+  size_t blen = 0;
+  many m = {st, N};
+  int i;
+  (void)state;
+  assert_non_null(tc);
+  frame_append(&body, &blen, (const uint8_t *)"inline", 6);
+  memset(st, 0, sizeof st);
+  for (i = 0; i < N; i++) {
+    st[i].grpc_status = -1;
+    tc_start(tc, &st[i], "/t.T/Inline", NULL, NULL, body, blen);
+  }
+  assert_true(tc_pump(tc, 5000, all_closed, &m));
+  for (i = 0; i < N; i++) {
+    size_t mlen = 0;
+    const uint8_t *msg = resp_msg(&st[i], 0, &mlen);
+    assert_int_equal(st[i].grpc_status, 0);
+    assert_non_null(msg);
+    assert_int_equal(mlen, 6);
+    assert_memory_equal(msg, "inline", 6);
+    ts_reset(&st[i]);
+  }
+  free(body);
+  tc_free(tc);
+}
+
+/* A graceful stop waits for a detached call; a hard stop does not, but
+ * immu_grpc_server_free waits until its owner finished it. */
+static void test_detach_stop(void **state) {
+  immu_grpc_config cfg;
+  tsrv *t;
+  tclient *tc;
+  tstream st;
+  uint8_t *body = NULL;
+  size_t blen = 0, mlen = 0;
+  const uint8_t *m;
+  int started0, fin0;
+  int64_t t0;
+  (void)state;
+
+  base_config(&cfg);
+  t = tsrv_start(&cfg);
+  tc = tc_connect(t->port, NULL);
+  assert_non_null(tc);
+  det_body(&body, &blen, 300, 0, "graceful");
+  memset(&st, 0, sizeof st);
+  st.grpc_status = -1;
+  started0 = atomic_load(&g_det_started);
+  tc_start(tc, &st, "/t.T/Detach", NULL, NULL, body, blen);
+  tc_pump(tc, 50, NULL, NULL);
+  assert_true(wait_atomic(&g_det_started, started0 + 1, 3000));
+  immu_grpc_server_stop(t->s, 5);
+  assert_true(tc_pump(tc, 5000, st_closed, &st));
+  assert_int_equal(st.grpc_status, 0);
+  m = resp_msg(&st, 0, &mlen);
+  assert_non_null(m);
+  assert_int_equal(mlen, 8);
+  assert_memory_equal(m, "graceful", 8);
+  tc_free(tc);
+  ts_reset(&st);
+  free(body);
+  tsrv_stop(t, 0);
+
+  t = tsrv_start(&cfg);
+  tc = tc_connect(t->port, NULL);
+  assert_non_null(tc);
+  det_body(&body, &blen, 400, 1, "hard");
+  memset(&st, 0, sizeof st);
+  st.grpc_status = -1;
+  started0 = atomic_load(&g_det_started);
+  fin0 = atomic_load(&g_det_finished);
+  tc_start(tc, &st, "/t.T/Detach", NULL, NULL, body, blen);
+  tc_pump(tc, 50, NULL, NULL);
+  assert_true(wait_atomic(&g_det_started, started0 + 1, 3000));
+  t0 = mono_ms();
+  tsrv_stop(t, 0); /* run() returns at once; free waits for the owner */
+  assert_int_equal(atomic_load(&g_det_finished), fin0 + 1);
+  assert_true(mono_ms() - t0 >= 200);
+  tc_pump(tc, 1000, st_closed, &st);
+  assert_true(st.closed || tc->dead);
+  assert_int_not_equal(st.grpc_status, 0);
+  tc_free(tc);
+  ts_reset(&st);
+  free(body);
+}
+
 int main(void) {
   const struct CMUnitTest shared[] = {
       cmocka_unit_test(test_unary_echo),
@@ -1484,6 +1824,8 @@ int main(void) {
       cmocka_unit_test(test_rapid_reset),
       cmocka_unit_test(test_garbage_preface),
       cmocka_unit_test(test_header_list_limit),
+      cmocka_unit_test(test_detach_many),
+      cmocka_unit_test(test_inline_handler),
   };
   const struct CMUnitTest own[] = {
       cmocka_unit_test(test_refused_streams),
@@ -1492,10 +1834,17 @@ int main(void) {
       cmocka_unit_test(test_tls_alpn),
       cmocka_unit_test(test_graceful_stop),
       cmocka_unit_test(test_hard_stop),
+      cmocka_unit_test(test_detach_stop),
   };
   int fails = 0;
+  assert_int_equal(pthread_create(&g_det_thread, NULL, det_thread, NULL), 0);
   fails += cmocka_run_group_tests_name("grpc (shared server)", shared,
                                        group_setup, group_teardown);
   fails += cmocka_run_group_tests_name("grpc (own servers)", own, NULL, NULL);
+  pthread_mutex_lock(&g_det_mu);
+  g_det_quit = 1;
+  pthread_cond_broadcast(&g_det_cv);
+  pthread_mutex_unlock(&g_det_mu);
+  pthread_join(g_det_thread, NULL);
   return fails != 0;
 }
