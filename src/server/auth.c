@@ -1895,6 +1895,20 @@ fail:
 void immu_server_free(immu_server *s) {
   if (s == NULL)
     return;
+  /* A detached call (an asynchronous Set) finishes its gRPC call on an
+   * engine thread and only then releases its database (immu_srv_end), so
+   * the transport may already be gone while that thread still holds a
+   * reference: wait for every reference before freeing what it touches. */
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    size_t i;
+    for (i = 0; i < s->ndbs && s->dbs[i]->refs == 0; i++) {
+    }
+    if (i == s->ndbs)
+      break;
+    pthread_cond_wait(&s->cv, &s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
   /* User databases first, systemdb last. */
   for (size_t i = s->ndbs; i-- > 0;) {
     immu__dbent *e = s->dbs[i];

@@ -40,6 +40,7 @@
 #include "server/server.h"
 #include "server/svc.h"
 #include "server/svc_conv.h"
+#include "core/mem.h"
 #include "store/store.h"
 
 /* Slice of one index wait between two cancellation checks. */
@@ -178,6 +179,14 @@ static void reply_header(immu_grpc_call *call, immu_svc_arena *a,
   reply(call, immu__svc_pb_tx_header(a, h));
 }
 
+/* Signs the target of |v|'s dual proof and replies VerifiableTx. */
+static void reply_vtx(immu_srv_ctx *c, immu_svc_arena *a,
+                      const immu_db_verifiable_tx *v) {
+  Immudb__Schema__Signature *sig;
+  if (immu__svc_sign(c, a, &v->proof.target, &sig) == 0)
+    reply(c->call, immu__svc_pb_vtx(a, v, sig));
+}
+
 /* Refusals of what our KV layer cannot honour (see the file comment). */
 static void fail_unsupported(immu_grpc_call *call, const char *what) {
   immu_srv_failf(call, IMMU_GRPC_UNIMPLEMENTED, "%s", what);
@@ -218,32 +227,175 @@ int immu__svc_wait_last(immu_srv_ctx *c) {
 /* Plain KV                                                            */
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Set and VerifiableSet without holding a worker                      */
+/* ------------------------------------------------------------------ */
+
+/* A Set in flight. The call is detached: the worker returns at once and the
+ * engine's callbacks (commit published, then index reached) carry the call
+ * on, so a worker is never parked through the fsync and the index wait and
+ * one commit group can hold every client's Set. A plain Set is answered
+ * right on the engine thread (a tx header: a few hundred bytes, never
+ * blocks); a VerifiableSet goes back to a worker to read its proof. The
+ * index wait keeps the synchronous path's rules (immu__svc_wait_indexed):
+ * slices, ended by cancellation or IMMU_SVC_INDEX_WAIT_MAX_MS. */
+typedef struct aset {
+  immu_srv_ctx c; /* holds the database until the call ends */
+  immu_grpc_call *call;
+  int verifiable;
+  uint64_t since;
+  long waited_ms;
+  immu_tx_header hdr;
+} aset;
+
+static void aset_end(aset *j) {
+  immu_srv_end(&j->c);
+  immu__free(j);
+}
+
+static void aset_vreply(immu_grpc_call *call, void *arg) {
+  aset *j = arg;
+  immu_svc_arena a = IMMU_SVC_ARENA_INIT;
+  immu_db_verifiable_tx v = {0};
+  int rc = immu_db_verifiable_tx_for(j->c.db, &j->hdr, j->since, &v);
+  if (rc != 0)
+    immu_srv_fail(call, rc);
+  else
+    reply_vtx(&j->c, &a, &v);
+  immu_db_verifiable_tx_clear(&v);
+  immu__svc_arena_free(&a);
+  aset_end(j);
+}
+
+static void aset_reply(aset *j) {
+  if (j->verifiable) {
+    immu_grpc_call_resume(j->call, aset_vreply, j);
+    return;
+  }
+  immu_svc_arena a = IMMU_SVC_ARENA_INIT;
+  reply_header(j->call, &a, &j->hdr);
+  immu__svc_arena_free(&a);
+  aset_end(j);
+}
+
+static void aset_wait(aset *j);
+
+static void aset_indexed(void *arg, int rc) {
+  aset *j = arg;
+  immu_store *st = immu_db_store(j->c.db);
+  if (rc == 0) {
+    aset_reply(j);
+    return;
+  }
+  if (rc == IMMU_ETIMEOUT) {
+    j->waited_ms += INDEX_WAIT_SLICE_MS;
+    if (immu_grpc_call_cancelled(j->call)) {
+      immu_srv_failf(j->call, IMMU_GRPC_DEADLINE_EXCEEDED,
+                     "cancelled while waiting for the index to reach tx "
+                     "%" PRIu64,
+                     j->hdr.id);
+    } else if (j->waited_ms >= IMMU_SVC_INDEX_WAIT_MAX_MS) {
+      immu_srv_failf(j->call, IMMU_GRPC_DEADLINE_EXCEEDED,
+                     "timed out waiting for the index to reach tx %" PRIu64,
+                     j->hdr.id);
+    } else {
+      aset_wait(j);
+      return;
+    }
+  } else if (rc == IMMU_ECORRUPT) {
+    immu_srv_failf(j->call, IMMU_GRPC_DATA_LOSS,
+                   "tx data is corrupted: tx %" PRIu64
+                   " does not match its hashes; the index cannot pass it",
+                   immu_store_index_bad_tx(st));
+  } else {
+    immu_srv_failf(j->call,
+                   rc == IMMU_ECLOSED ? IMMU_GRPC_UNAVAILABLE
+                                      : IMMU_GRPC_INTERNAL,
+                   "waiting for the index to reach tx %" PRIu64 ": %s",
+                   j->hdr.id, immu_strerror(rc));
+  }
+  aset_end(j);
+}
+
+static void aset_wait(aset *j) {
+  int rc = immu_store_on_indexed(immu_db_store(j->c.db), j->hdr.id,
+                                 INDEX_WAIT_SLICE_MS, aset_indexed, j);
+  if (rc == IMMU_STORE_ALREADY)
+    aset_reply(j);
+  else if (rc < 0) /* never IMMU_ETIMEOUT: the slice is not 0 */
+    aset_indexed(j, rc == IMMU_ETIMEOUT ? IMMU_EBUSY : rc);
+}
+
+/* Runs on the engine thread that published the tx's commit group. */
+static void aset_committed(void *arg, int rc, const immu_tx_header *hdr) {
+  aset *j = arg;
+  if (rc != 0) {
+    immu_srv_fail(j->call, rc);
+    aset_end(j);
+    return;
+  }
+  j->hdr = *hdr;
+  if (j->waited_ms < 0)
+    aset_reply(j); /* noWait */
+  else
+    aset_wait(j);
+}
+
+/* Commits |kvs| for |call| (detached from here on) and finishes it later;
+ * takes over |c|. */
+static void aset_start(immu_srv_ctx *c, const immu_db_kv *kvs, size_t n,
+                       int nowait, int verifiable, uint64_t since) {
+  immu_grpc_call *call = c->call;
+  aset *j;
+  int rc;
+  if (verifiable && (rc = immu_db_check_prove_since(c->db, since)) != 0) {
+    immu_srv_fail(call, rc);
+    immu_srv_end(c);
+    return;
+  }
+  if ((j = immu__malloc(sizeof *j)) == NULL) {
+    immu__svc_fail_oom(call);
+    immu_srv_end(c);
+    return;
+  }
+  j->c = *c;
+  j->call = call;
+  j->verifiable = verifiable;
+  j->since = since;
+  j->waited_ms = nowait ? -1 : 0;
+  immu_grpc_call_detach(call);
+  /* The call is ours until the engine has it: a synchronous refusal is
+   * answered here; after a 0 nothing below may touch |call| or |j|. */
+  rc = immu_db_set_async(j->c.db, kvs, n, 1, aset_committed, j);
+  if (rc != 0) {
+    immu_srv_fail(call, rc);
+    aset_end(j);
+  }
+}
+
 static void h_set(immu_grpc_call *call, void *arg) {
   immu_srv_ctx c;
   immu_svc_arena a = IMMU_SVC_ARENA_INIT;
   Immudb__Schema__SetRequest *req;
   immu_db_kv *kvs = NULL;
-  immu_tx_header hdr;
   size_t n = 0;
   int rc;
 
   if (begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
     return;
-  if ((req = UNPACK(call, Immudb__Schema__SetRequest, set_request)) == NULL)
-    goto out;
-  if (req->n_preconditions > 0) {
+  if ((req = UNPACK(call, Immudb__Schema__SetRequest, set_request)) == NULL) {
+    immu_srv_end(&c);
+  } else if (req->n_preconditions > 0) {
     fail_unsupported(call, PRECONDITIONS_UNSUPPORTED);
+    immu_srv_end(&c);
   } else if ((rc = immu__svc_kvs(&a, req, &kvs, &n)) != 0) {
     fail_conv(call, rc, IMMU_SVC_MD_UNSUPPORTED);
-  } else if ((rc = immu_db_set(c.db, kvs, n, 1, &hdr)) != 0) {
-    immu_srv_fail(call, rc);
-  } else if (req->nowait || immu__svc_wait_indexed(&c, hdr.id) == 0) {
-    reply_header(call, &a, &hdr);
+    immu_srv_end(&c);
+  } else {
+    aset_start(&c, kvs, n, req->nowait, 0, 0);
   }
   FREE_REQ(req);
-out:
   immu__svc_arena_free(&a);
-  immu_srv_end(&c);
 }
 
 static void h_get(immu_grpc_call *call, void *arg) {
@@ -640,19 +792,11 @@ out:
 /* Verifiable calls                                                    */
 /* ------------------------------------------------------------------ */
 
-/* Signs the target of |v|'s dual proof and replies VerifiableTx. */
-static void reply_vtx(immu_srv_ctx *c, immu_svc_arena *a,
-                      const immu_db_verifiable_tx *v) {
-  Immudb__Schema__Signature *sig;
-  if (immu__svc_sign(c, a, &v->proof.target, &sig) == 0)
-    reply(c->call, immu__svc_pb_vtx(a, v, sig));
-}
 
 static void h_verifiable_set(immu_grpc_call *call, void *arg) {
   immu_srv_ctx c;
   immu_svc_arena a = IMMU_SVC_ARENA_INIT;
   Immudb__Schema__VerifiableSetRequest *req;
-  immu_db_verifiable_tx v = {0};
   immu_db_kv *kvs = NULL;
   size_t n = 0;
   int rc;
@@ -661,27 +805,23 @@ static void h_verifiable_set(immu_grpc_call *call, void *arg) {
     return;
   req = UNPACK(call, Immudb__Schema__VerifiableSetRequest,
                verifiable_set_request);
-  if (req == NULL)
-    goto out;
-  if (req->setrequest == NULL) {
+  if (req == NULL) {
+    immu_srv_end(&c);
+  } else if (req->setrequest == NULL) {
     immu_srv_failf(call, IMMU_GRPC_INVALID_ARGUMENT,
                    "illegal arguments: no set request");
+    immu_srv_end(&c);
   } else if (req->setrequest->n_preconditions > 0) {
     fail_unsupported(call, PRECONDITIONS_UNSUPPORTED);
+    immu_srv_end(&c);
   } else if ((rc = immu__svc_kvs(&a, req->setrequest, &kvs, &n)) != 0) {
     fail_conv(call, rc, IMMU_SVC_MD_UNSUPPORTED);
-  } else if ((rc = immu_db_verifiable_set(c.db, kvs, n, 1, req->provesincetx,
-                                          &v)) != 0) {
-    immu_srv_fail(call, rc);
-  } else if (req->setrequest->nowait ||
-             immu__svc_wait_indexed(&c, v.tx.header.id) == 0) {
-    reply_vtx(&c, &a, &v);
+    immu_srv_end(&c);
+  } else {
+    aset_start(&c, kvs, n, req->setrequest->nowait, 1, req->provesincetx);
   }
-  immu_db_verifiable_tx_clear(&v);
   FREE_REQ(req);
-out:
   immu__svc_arena_free(&a);
-  immu_srv_end(&c);
 }
 
 static void h_verifiable_get(immu_grpc_call *call, void *arg) {

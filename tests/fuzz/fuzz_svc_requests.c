@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +129,12 @@ struct immu_grpc_call {
   int finished;
   int status;
   char message[256];
+  int detached; /* Set/VerifiableSet finish on an engine or worker thread */
 };
+
+/* Guards |finished| of detached calls; one pair for every call. */
+static pthread_mutex_t g_call_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_call_cv = PTHREAD_COND_INITIALIZER;
 
 size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
   return c->nmsgs;
@@ -211,9 +217,45 @@ void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
         c->status, c->message, status, msg ? msg : "");
   if (status < 0 || status > 16)
     die("%s: finished with status %d", c->path, status);
-  c->finished = 1;
+  pthread_mutex_lock(&g_call_mu);
   c->status = status;
   snprintf(c->message, sizeof c->message, "%s", msg ? msg : "");
+  c->finished = 1;
+  pthread_cond_broadcast(&g_call_cv);
+  pthread_mutex_unlock(&g_call_mu);
+}
+
+void immu_grpc_call_detach(immu_grpc_call *c) {
+  if (c->detached || c->finished)
+    die("%s: detach of a detached or finished call", c->path);
+  c->detached = 1;
+}
+
+typedef struct resume_job {
+  immu_grpc_call *c;
+  void (*fn)(immu_grpc_call *, void *);
+  void *arg;
+} resume_job;
+
+static void *resume_main(void *p) {
+  resume_job *r = p;
+  r->fn(r->c, r->arg);
+  free(r);
+  return NULL;
+}
+
+/* As the transport: |fn| runs on another thread, never in the caller. */
+void immu_grpc_call_resume(immu_grpc_call *c,
+                           void (*fn)(immu_grpc_call *c, void *arg),
+                           void *arg) {
+  resume_job *r = xmalloc(sizeof *r);
+  pthread_t th;
+  if (!c->detached)
+    die("%s: resume of a call that is not detached", c->path);
+  *r = (resume_job){c, fn, arg};
+  if (pthread_create(&th, NULL, resume_main, r) != 0)
+    die("resume: pthread_create failed");
+  pthread_detach(th);
 }
 
 static void call_add_msg(immu_grpc_call *c, const uint8_t *p, size_t n) {
@@ -345,6 +387,12 @@ static void run_call(const method_info *mi, immu_grpc_call *c) {
   c->status = -1;
   c->start_ms = mono_ms();
   mi->m->handler(c, mi->m->arg);
+  if (c->detached) {
+    pthread_mutex_lock(&g_call_mu);
+    while (!c->finished)
+      pthread_cond_wait(&g_call_cv, &g_call_mu);
+    pthread_mutex_unlock(&g_call_mu);
+  }
   if (!c->finished)
     die("%s: the handler returned without finishing the call", c->path);
   if (c->status == IMMU_GRPC_OK && !mi->server_streaming && !c->cancelled &&

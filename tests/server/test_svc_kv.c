@@ -101,6 +101,10 @@ struct immu_grpc_call {
   int finished;
   int status;
   char message[1024];
+  /* detached calls (Set, VerifiableSet) finish on another thread */
+  int detached;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
 };
 
 size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
@@ -162,12 +166,63 @@ int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
 }
 
 void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
+  pthread_mutex_lock(&c->mu);
   if (c->finished)
     fail_msg("call finished twice (%d %s, then %d %s)", c->status, c->message,
              status, msg ? msg : "");
-  c->finished = 1;
   c->status = status;
   snprintf(c->message, sizeof c->message, "%s", msg ? msg : "");
+  c->finished = 1;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+void immu_grpc_call_detach(immu_grpc_call *c) {
+  pthread_mutex_lock(&c->mu);
+  if (c->detached || c->finished)
+    fail_msg("detach of a detached or finished call");
+  c->detached = 1;
+  pthread_mutex_unlock(&c->mu);
+}
+
+typedef struct resume_job {
+  immu_grpc_call *c;
+  void (*fn)(immu_grpc_call *, void *);
+  void *arg;
+} resume_job;
+
+static void *resume_main(void *p) {
+  resume_job *r = p;
+  r->fn(r->c, r->arg);
+  free(r);
+  return NULL;
+}
+
+/* Like the transport: |fn| runs on another thread (a worker), never
+ * inside the caller (an engine callback). */
+void immu_grpc_call_resume(immu_grpc_call *c,
+                           void (*fn)(immu_grpc_call *c, void *arg),
+                           void *arg) {
+  resume_job *r = malloc(sizeof *r);
+  pthread_t th;
+  if (r == NULL || !c->detached)
+    fail_msg("resume: out of memory or call not detached");
+  *r = (resume_job){c, fn, arg};
+  if (pthread_create(&th, NULL, resume_main, r) != 0)
+    fail_msg("resume: pthread_create");
+  pthread_detach(th);
+}
+
+/* Waits (at most 30 s) until a detached call is finished. */
+static void call_wait(immu_grpc_call *c) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 30;
+  pthread_mutex_lock(&c->mu);
+  while (!c->finished)
+    if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) != 0)
+      break;
+  pthread_mutex_unlock(&c->mu);
 }
 
 static immu_grpc_call *call_new(const char *path) {
@@ -176,6 +231,8 @@ static immu_grpc_call *call_new(const char *path) {
     fail_msg("out of memory");
   c->path = path;
   c->status = -1;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
   return c;
 }
 
@@ -616,6 +673,8 @@ static void run(fixture *fx, const char *name, immu_grpc_call *c) {
 #else
   handler_of(name)(c, fx->srv);
 #endif
+  if (c->detached)
+    call_wait(c);
   if (!c->finished)
     fail_msg("%s did not finish its call", name);
 }
@@ -2121,6 +2180,129 @@ static void test_wait_cancelled(void **state) {
   call_free(c);
 }
 
+/* Set and VerifiableSet complete on engine threads (detached calls):
+ * many at once from several threads must each finish exactly once (the
+ * fake transport dies on a second finish), get distinct txs, and - without
+ * noWait - be answered only once the index covers their tx, so a Get with
+ * noWait sees the value at once. Failures are recorded, not asserted, in
+ * the threads (cmocka is not thread-safe). */
+#define ASYNC_THREADS 8
+#define ASYNC_CALLS 40
+
+typedef struct async_arg {
+  fixture *fx;
+  int t;
+  uint64_t ids[ASYNC_CALLS];
+  char err[1200];
+} async_arg;
+
+static void *async_main(void *p) {
+  async_arg *a = p;
+  for (int i = 0; i < ASYNC_CALLS && a->err[0] == '\0'; i++) {
+    char k[32], v[32];
+    Immudb__Schema__SetRequest sr = IMMUDB__SCHEMA__SET_REQUEST__INIT;
+    Immudb__Schema__VerifiableSetRequest vr =
+        IMMUDB__SCHEMA__VERIFIABLE_SET_REQUEST__INIT;
+    Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
+    Immudb__Schema__KeyRequest kr = IMMUDB__SCHEMA__KEY_REQUEST__INIT;
+    int verifiable = i % 2;
+    immu_grpc_call *c;
+    snprintf(k, sizeof k, "async-%d-%d", a->t, i);
+    snprintf(v, sizeof v, "value-%d-%d", a->t, i);
+    kv.key = S(k);
+    kv.value = S(v);
+    sr.n_kvs = 1;
+    sr.kvs = &pkv;
+    vr.setrequest = &sr;
+    c = rpc(a->fx, verifiable ? "VerifiableSet" : "Set",
+            verifiable ? &vr.base : &sr.base);
+    if (c->status != IMMU_GRPC_OK || c->nsent != 1) {
+      snprintf(a->err, sizeof a->err, "%s %s: status %d (%s)",
+               verifiable ? "VerifiableSet" : "Set", k, c->status,
+               c->message);
+    } else if (verifiable) {
+      Immudb__Schema__VerifiableTx *vt =
+          (Immudb__Schema__VerifiableTx *)protobuf_c_message_unpack(
+              &immudb__schema__verifiable_tx__descriptor, NULL,
+              c->sent_len[0], c->sent[0]);
+      if (vt == NULL || vt->tx == NULL || vt->tx->header == NULL ||
+          vt->dualproof == NULL)
+        snprintf(a->err, sizeof a->err, "%s: bad VerifiableTx", k);
+      else
+        a->ids[i] = vt->tx->header->id;
+      if (vt != NULL)
+        protobuf_c_message_free_unpacked(&vt->base, NULL);
+    } else {
+      Immudb__Schema__TxHeader *h =
+          (Immudb__Schema__TxHeader *)protobuf_c_message_unpack(
+              &immudb__schema__tx_header__descriptor, NULL, c->sent_len[0],
+              c->sent[0]);
+      if (h == NULL)
+        snprintf(a->err, sizeof a->err, "%s: bad TxHeader", k);
+      else
+        a->ids[i] = h->id;
+      if (h != NULL)
+        protobuf_c_message_free_unpacked(&h->base, NULL);
+    }
+    call_free(c);
+    if (a->err[0] != '\0')
+      break;
+    /* the reply came after the index covered the tx */
+    kr.key = S(k);
+    kr.nowait = 1;
+    c = rpc(a->fx, "Get", &kr.base);
+    if (c->status != IMMU_GRPC_OK || c->nsent != 1) {
+      snprintf(a->err, sizeof a->err, "Get %s with noWait after its Set: "
+               "status %d (%s)", k, c->status, c->message);
+    } else {
+      Immudb__Schema__Entry *e = (Immudb__Schema__Entry *)
+          protobuf_c_message_unpack(&immudb__schema__entry__descriptor, NULL,
+                                    c->sent_len[0], c->sent[0]);
+      if (e == NULL || e->tx != a->ids[i] || e->value.len != strlen(v) ||
+          memcmp(e->value.data, v, e->value.len) != 0)
+        snprintf(a->err, sizeof a->err, "Get %s: wrong entry", k);
+      if (e != NULL)
+        protobuf_c_message_free_unpacked(&e->base, NULL);
+    }
+    call_free(c);
+  }
+  return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+static void test_async_sets(void **state) {
+  fixture *fx = *state;
+  static async_arg args[ASYNC_THREADS];
+  pthread_t th[ASYNC_THREADS];
+  uint64_t all[ASYNC_THREADS * ASYNC_CALLS];
+  size_t n = 0;
+
+  g_fx = fx;
+  set1(fx, "first", "1"); /* tx 1 */
+  for (int t = 0; t < ASYNC_THREADS; t++) {
+    memset(&args[t], 0, sizeof args[t]);
+    args[t].fx = fx;
+    args[t].t = t;
+    assert_int_equal(pthread_create(&th[t], NULL, async_main, &args[t]), 0);
+  }
+  for (int t = 0; t < ASYNC_THREADS; t++)
+    pthread_join(th[t], NULL);
+  for (int t = 0; t < ASYNC_THREADS; t++) {
+    if (args[t].err[0] != '\0')
+      fail_msg("thread %d: %s", t, args[t].err);
+    for (int i = 0; i < ASYNC_CALLS; i++)
+      all[n++] = args[t].ids[i];
+  }
+  /* every call got its own tx: exactly txs 2 .. 1 + n */
+  qsort(all, n, sizeof all[0], cmp_u64);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(all[i], i + 2);
+}
+
 /* ------------------------------------------------------------------ */
 /* Streams                                                             */
 /* ------------------------------------------------------------------ */
@@ -2805,6 +2987,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wait_cancelled, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_async_sets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_set_get_big, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_verifiable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_scan_zscan_history, setup,
