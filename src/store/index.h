@@ -8,8 +8,10 @@
  *
  * Namespaces (first byte of each RocksDB key; ENC(k) = k with 0x00 escaped
  * as 0x00 0xff, terminated by 0x00 0x01, which preserves key order when
- * something follows it):
- *   'm' "last"                      -> u64 last indexed tx
+ * something follows it). 'l' rows live in the column family "latest", all
+ * others in the default one; 'm' is written to both in every apply:
+ *   'm' "last"                      -> u64 last indexed tx | u32 format
+ *                                      version (2; see index.c)
  *   'l' storekey                    -> latest version of storekey (ENTRY)
  *   'h' ENC(storekey) u64 revision  -> version |revision| (1-based) (ENTRY)
  *   'z' ENC(set) SCORE ENC(key) u64 atTx u64 tx -> empty: sorted-set member

@@ -937,22 +937,58 @@ static void test_metadata(void **state) {
   remove_dir(dir);
 }
 
-static void put_raw(const char *dir, const char *k, size_t kl, const char *v,
-                    size_t vl) {
+/* Writes (v != NULL) or deletes one raw row of column family |cf| (0 =
+ * default, 1 = "latest") of a closed index, bypassing index.c. */
+static void raw_row(const char *dir, int cf, const char *k, size_t kl,
+                    const char *v, size_t vl) {
   rocksdb_options_t *o = rocksdb_options_create();
   rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+  const char *names[2] = {"default", "latest"};
+  const rocksdb_options_t *cfo[2] = {o, o};
+  rocksdb_column_family_handle_t *cfh[2] = {NULL, NULL};
   char *err = NULL;
-  rocksdb_t *db = rocksdb_open(o, dir, &err);
+  rocksdb_t *db;
+  rocksdb_options_set_create_missing_column_families(o, 1);
+  db = rocksdb_open_column_families(o, dir, 2, names, cfo, cfh, &err);
   assert_null(err);
-  rocksdb_put(db, wo, k, kl, v, vl, &err);
+  if (v != NULL)
+    rocksdb_put_cf(db, wo, cfh[cf], k, kl, v, vl, &err);
+  else
+    rocksdb_delete_cf(db, wo, cfh[cf], k, kl, &err);
   assert_null(err);
+  rocksdb_column_family_handle_destroy(cfh[0]);
+  rocksdb_column_family_handle_destroy(cfh[1]);
   rocksdb_close(db);
   rocksdb_writeoptions_destroy(wo);
   rocksdb_options_destroy(o);
 }
 
+static void put_raw(const char *dir, const char *k, size_t kl, const char *v,
+                    size_t vl) {
+  raw_row(dir, 0, k, kl, v, vl);
+}
+
+/* A current-format 'm' value: u64 last tx | u32 format 2. */
+static void meta_val(char out[12], uint64_t last, uint32_t fmt) {
+  for (int i = 0; i < 8; i++)
+    out[i] = (char)(last >> (56 - 8 * i));
+  for (int i = 0; i < 4; i++)
+    out[8 + i] = (char)(fmt >> (24 - 8 * i));
+}
+
+static void expect_corrupt(const char *dir, const char *want) {
+  immu_index *ix = NULL;
+  char *msg = NULL;
+  assert_rc(immu__index_open(g_env, dir, 0, &ix, &msg), IMMU_ECORRUPT);
+  assert_null(ix);
+  assert_non_null(msg);
+  if (strstr(msg, want) == NULL)
+    fail_msg("message \"%s\" lacks \"%s\"", msg, want);
+  immu__free(msg);
+}
+
 static void test_corrupt(void **state) {
-  char dir[512], path[600];
+  char dir[512], path[600], mv[12];
   immu_index *ix;
   batch b;
   char *msg = NULL;
@@ -974,31 +1010,36 @@ static void test_corrupt(void **state) {
   immu__free(msg);
   msg = NULL;
 
-  /* rows but no 'm' */
-  put_raw(dir, "mlast", 5, "12345678", 8);
+  /* both copies of 'm' valid and equal: opens */
+  meta_val(mv, 0x3132333435363738ull, 2);
+  raw_row(dir, 0, "mlast", 5, mv, 12);
+  raw_row(dir, 1, "mlast", 5, mv, 12);
   ix = open_ix(dir, 0);
   assert_int_equal(immu__index_last_tx(ix), 0x3132333435363738ull);
   immu__index_close(ix);
-  {
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, dir, &err);
-    assert_null(err);
-    rocksdb_delete(db, wo, "mlast", 5, &err);
-    assert_null(err);
-    rocksdb_close(db);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_options_destroy(o);
-  }
-  assert_rc(immu__index_open(g_env, dir, 0, &ix, &msg), IMMU_ECORRUPT);
-  assert_non_null(msg);
-  immu__free(msg);
-  msg = NULL;
+  /* another format version (a future one, or format 1's bare u64) */
+  meta_val(mv, 1, 3);
+  raw_row(dir, 1, "mlast", 5, mv, 12);
+  expect_corrupt(dir, "format 3");
+  raw_row(dir, 1, "mlast", 5, "12345678", 8);
+  expect_corrupt(dir, "format 1");
+  /* copies that differ: one family persisted without the other */
+  meta_val(mv, 7, 2);
+  raw_row(dir, 1, "mlast", 5, mv, 12);
+  expect_corrupt(dir, "out of step");
+  /* one copy missing */
+  raw_row(dir, 1, "mlast", 5, NULL, 0);
+  expect_corrupt(dir, "missing");
+
+  /* rows but no 'm' */
+  raw_row(dir, 0, "mlast", 5, NULL, 0);
+  expect_corrupt(dir, "no 'm'");
 
   /* a corrupt 'l' value is reported by the reader */
-  put_raw(dir, "mlast", 5, "\0\0\0\0\0\0\0\1", 8);
-  put_raw(dir, "l\x00x", 3, "short", 5);
+  meta_val(mv, 1, 2);
+  raw_row(dir, 0, "mlast", 5, mv, 12);
+  raw_row(dir, 1, "mlast", 5, mv, 12);
+  raw_row(dir, 1, "l\x00x", 3, "short", 5);
   ix = open_ix(dir, 0);
   {
     immu_index_entry e = {0};
@@ -1026,6 +1067,44 @@ static void test_corrupt(void **state) {
   remove_dir(dir);
 
   batch_free(&b);
+}
+
+/* An index written by format 1 (one column family, bare u64 'm', 'l'
+ * rows beside 'h' rows) is refused as corrupt, which makes the store
+ * destroy and rebuild it; after destroy the directory opens empty. */
+static void test_old_format(void **state) {
+  char dir[512];
+  rocksdb_options_t *o = rocksdb_options_create();
+  rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+  char *err = NULL;
+  rocksdb_t *db;
+  immu_index *ix;
+  (void)state;
+
+  make_dir(dir, sizeof dir);
+  rocksdb_options_set_create_if_missing(o, 1);
+  db = rocksdb_open(o, dir, &err);
+  assert_null(err);
+  rocksdb_put(db, wo, "mlast", 5, "\0\0\0\0\0\0\0\5", 8, &err);
+  assert_null(err);
+  rocksdb_put(db, wo, "l\x00x", 3, "whatever", 8, &err);
+  assert_null(err);
+  rocksdb_close(db);
+  rocksdb_writeoptions_destroy(wo);
+  rocksdb_options_destroy(o);
+
+  expect_corrupt(dir, "format 1");
+  assert_rc(immu__index_destroy(g_env, dir), 0);
+  ix = open_ix(dir, 0);
+  assert_int_equal(immu__index_last_tx(ix), 0);
+  {
+    immu_index_entry e = {0};
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00x", 2, &e),
+              IMMU_ENOTFOUND);
+  }
+  immu__index_close(ix);
+  assert_rc(immu__index_destroy(g_env, dir), 0);
+  remove_dir(dir);
 }
 
 /* ---- concurrency ---- */
@@ -1250,6 +1329,7 @@ int main(void) {
       cmocka_unit_test(test_inline),
       cmocka_unit_test(test_metadata),
       cmocka_unit_test(test_corrupt),
+      cmocka_unit_test(test_old_format),
       cmocka_unit_test(test_concurrent),
       cmocka_unit_test(test_oom),
       cmocka_unit_test(test_destroy),
