@@ -200,22 +200,10 @@ static void raw_clear(rawval *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Loads the value of index entry |e| and checks it against its hVal. */
-static int raw_from_index(immu_db *db, const immu_index_entry *e, rawval *out) {
+/* Checks value |v| (owned; freed on failure) of |e| against its hash and
+ * hands it to |out|. */
+static int raw_finish(const immu_index_entry *e, uint8_t *v, rawval *out) {
   immu_digest h;
-  uint8_t *v = immu__malloc(e->vlen ? e->vlen : 1);
-  int rc;
-
-  if (v == NULL)
-    return fail(IMMU_ENOMEM, "out of memory");
-  if (e->has_inline) {
-    if (e->vlen > 0)
-      memcpy(v, e->inline_value, e->vlen);
-  } else if (e->vlen > 0 &&
-             (rc = immu_store_read_value(db->st, e->vpos, v, e->vlen)) != 0) {
-    immu__free(v);
-    return engine_fail(rc, "reading a value from the log");
-  }
   immu_sha256(v, e->vlen, &h);
   if (!immu_digest_eq(&h, &e->hval)) {
     immu__free(v);
@@ -231,6 +219,34 @@ static int raw_from_index(immu_db *db, const immu_index_entry *e, rawval *out) {
   return 0;
 }
 
+/* Loads the value of index entry |e| and checks it against its hVal. */
+static int raw_from_index(immu_db *db, const immu_index_entry *e, rawval *out) {
+  uint8_t *v = immu__malloc(e->vlen ? e->vlen : 1);
+  int rc;
+
+  if (v == NULL)
+    return fail(IMMU_ENOMEM, "out of memory");
+  if (e->has_inline) {
+    if (e->vlen > 0)
+      memcpy(v, e->inline_value, e->vlen);
+  } else if (e->vlen > 0 &&
+             (rc = immu_store_read_value(db->st, e->vpos, v, e->vlen)) != 0) {
+    immu__free(v);
+    return engine_fail(rc, "reading a value from the log");
+  }
+  return raw_finish(e, v, out);
+}
+
+/* As raw_from_index for an entry the caller owns: its inline value is
+ * taken over instead of copied (one malloc and copy less per Get). */
+static int raw_take_index(immu_db *db, immu_index_entry *e, rawval *out) {
+  uint8_t *v = e->inline_value;
+  if (!e->has_inline || v == NULL)
+    return raw_from_index(db, e, out);
+  e->inline_value = NULL;
+  return raw_finish(e, v, out);
+}
+
 /* Latest version of store key |k|. IMMU_ENOTFOUND "key not found". */
 static int raw_latest(immu_db *db, const uint8_t *k, size_t kn, rawval *out) {
   immu_index_entry e;
@@ -242,7 +258,7 @@ static int raw_latest(immu_db *db, const uint8_t *k, size_t kn, rawval *out) {
   else if (rc != 0)
     rc = engine_fail(rc, "reading the index");
   else
-    rc = raw_from_index(db, &e, out);
+    rc = raw_take_index(db, &e, out);
   immu__index_entry_clear(&e);
   return rc;
 }
@@ -259,7 +275,7 @@ static int raw_revision(immu_db *db, const uint8_t *k, size_t kn, uint64_t rev,
   else if (rc != 0)
     rc = engine_fail(rc, "reading the index");
   else
-    rc = raw_from_index(db, &e, out);
+    rc = raw_take_index(db, &e, out);
   immu__index_entry_clear(&e);
   return rc;
 }
