@@ -65,6 +65,13 @@ static const char meta_key[] = "mlast";
 #define INDEX_FORMAT 2u
 #define META_LEN 12
 #define CF_LATEST_NAME "latest"
+/* Restart points in the latest family's data blocks: every key. Point
+ * reads then land on their key through the block's hash index without
+ * parsing the keys before it, and random user keys share no prefix worth
+ * delta-encoding. Measured R1 (2 readers, 10^6 keys): interval 16
+ * 295-325k, 4 352-505k, 1 459-552k Get/s, interleaved runs; the blocks
+ * grow by the 4-byte restart entry per key. */
+#define LATEST_RESTART_INTERVAL 1
 
 /* ENTRY without md and inline parts: u64 tx, u32 idx, u64 vpos, u32 vlen,
  * 32 hVal, u64 revision, u8 mdlen. */
@@ -469,6 +476,8 @@ int immu__index_env_new(size_t cache_bytes, int bg_threads,
       env->bbto,
       rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
   rocksdb_block_based_options_set_data_block_hash_ratio(env->bbto, 0.75);
+  rocksdb_block_based_options_set_block_restart_interval(env->bbto,
+                                                 LATEST_RESTART_INTERVAL);
 
   rocksdb_options_set_env(env->opts, env->renv);
   rocksdb_options_set_block_based_table_factory(env->opts, env->bbto);
