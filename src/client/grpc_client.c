@@ -1709,6 +1709,30 @@ static void timeout_str(int64_t ms, char out[32]) {
   snprintf(out, 32, "%lld%c", v, unit);
 }
 
+/* Fills |nv| (room for 8 + nmd) with a call's request headers; |tstr|
+ * holds the grpc-timeout value (none when |timeout_ms| <= 0). Returns the
+ * count. */
+static size_t request_headers(const immu__grpc_client *c, const char *path,
+                              const immu__grpc_call_opts *co, size_t nmd,
+                              int64_t timeout_ms, char tstr[32],
+                              nghttp2_nv *nv) {
+  size_t n = 0;
+  nv[n++] = mknv(":method", "POST");
+  nv[n++] = mknv(":scheme", c->tls ? "https" : "http");
+  nv[n++] = mknv(":path", path);
+  nv[n++] = mknv(":authority", c->authority);
+  nv[n++] = mknv("te", "trailers");
+  nv[n++] = mknv("content-type", "application/grpc");
+  nv[n++] = mknv("user-agent", c->user_agent);
+  if (timeout_ms > 0) {
+    timeout_str(timeout_ms, tstr);
+    nv[n++] = mknv("grpc-timeout", tstr);
+  }
+  for (size_t i = 0; i < nmd; i++)
+    nv[n++] = mknv(co->md[i].key, co->md[i].value);
+  return n;
+}
+
 static void set_result(immu__grpc_result *res, int status, const char *msg) {
   immu__free(res->message);
   res->status = status;
@@ -1797,20 +1821,8 @@ static int run_call(immu__grpc_client *c, const char *path,
       goto out;
     }
   }
-  size_t n = 0;
-  nv[n++] = mknv(":method", "POST");
-  nv[n++] = mknv(":scheme", c->tls ? "https" : "http");
-  nv[n++] = mknv(":path", path);
-  nv[n++] = mknv(":authority", c->authority);
-  nv[n++] = mknv("te", "trailers");
-  nv[n++] = mknv("content-type", "application/grpc");
-  nv[n++] = mknv("user-agent", c->user_agent);
-  if (deadline > 0) {
-    timeout_str(timeout, tstr);
-    nv[n++] = mknv("grpc-timeout", tstr);
-  }
-  for (size_t i = 0; i < nmd; i++)
-    nv[n++] = mknv(co->md[i].key, co->md[i].value);
+  size_t n = request_headers(c, path, co, nmd, deadline > 0 ? timeout : 0,
+                             tstr, nv);
 
   k = immu__calloc(1, sizeof *k);
   if (k == NULL || cond_init_mono(&k->cv) != 0) {
@@ -1976,20 +1988,7 @@ int immu__grpc_client_unary_async(immu__grpc_client *c, const char *path,
     if (nv == NULL)
       return IMMU_ENOMEM;
   }
-  size_t n = 0;
-  nv[n++] = mknv(":method", "POST");
-  nv[n++] = mknv(":scheme", c->tls ? "https" : "http");
-  nv[n++] = mknv(":path", path);
-  nv[n++] = mknv(":authority", c->authority);
-  nv[n++] = mknv("te", "trailers");
-  nv[n++] = mknv("content-type", "application/grpc");
-  nv[n++] = mknv("user-agent", c->user_agent);
-  if (timeout > 0) {
-    timeout_str(timeout, tstr);
-    nv[n++] = mknv("grpc-timeout", tstr);
-  }
-  for (size_t i = 0; i < nmd; i++)
-    nv[n++] = mknv(co->md[i].key, co->md[i].value);
+  size_t n = request_headers(c, path, co, nmd, timeout, tstr, nv);
 
   call *k = immu__calloc(1, sizeof *k);
   if (k == NULL || cond_init_mono(&k->cv) != 0) {
