@@ -133,10 +133,7 @@ static void skey_free(skey *k) {
 }
 
 static uint64_t last_committed(immu_db *db) {
-  uint64_t id;
-  immu_digest alh;
-  immu_store_state(db->st, &id, &alh);
-  return id;
+  return immu_store_last_id(db->st);
 }
 
 static int index_wait_fail(immu_db *db, int rc, uint64_t tx);

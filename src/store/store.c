@@ -1580,6 +1580,10 @@ int immu_store_commit_async(immu_store *s, const immu_store_entry *e,
   return rc;
 }
 
+uint64_t immu_store_last_id(immu_store *s) {
+  return atomic_load(&s->committed);
+}
+
 void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh) {
   pthread_mutex_lock(&s->mu);
   *tx_id = atomic_load(&s->committed);

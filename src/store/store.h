@@ -163,6 +163,11 @@ int immu_store_on_indexed(immu_store *s, uint64_t tx, long timeout_ms,
 /* Last committed tx and its Alh (0 and H("") when empty). */
 void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh);
 
+/* Last committed tx id (0 when empty), without the store's lock: what
+ * every read's index-wait check needs, and it must not contend with the
+ * commit path. */
+uint64_t immu_store_last_id(immu_store *s);
+
 /* Reads and validates tx |id| (CRCs; not the hashes). The record borrows
  * *buf, which the caller frees with immu__free after immu__txrec_free.
  * IMMU_ENOTFOUND if id is 0 or not committed yet, IMMU_ECORRUPT. */
