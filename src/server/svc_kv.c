@@ -67,6 +67,46 @@ void immu__svc_fail_oom(immu_grpc_call *call) {
   immu_srv_failf(call, IMMU_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
+/* The outcome |rc| (not 0) of one index-wait slice for |tx|, on |call|:
+ * returns 0 when the wait goes on (the slice timed out, the call is alive
+ * and the total stays under IMMU_SVC_INDEX_WAIT_MAX_MS; *waited_ms grows
+ * by a slice), else finishes the call with the status that names the
+ * reason and returns the error. Shared by the blocking wait and the
+ * asynchronous Set so both answer alike. */
+static int index_slice_end(immu_grpc_call *call, immu_store *st, uint64_t tx,
+                           int rc, long *waited_ms) {
+  if (rc == IMMU_ECORRUPT) {
+    immu_srv_failf(call, IMMU_GRPC_DATA_LOSS,
+                   "tx data is corrupted: tx %" PRIu64
+                   " does not match its hashes; the index cannot pass it",
+                   immu_store_index_bad_tx(st));
+    return rc;
+  }
+  if (rc != IMMU_ETIMEOUT) {
+    immu_srv_failf(call,
+                   rc == IMMU_ECLOSED ? IMMU_GRPC_UNAVAILABLE
+                                      : IMMU_GRPC_INTERNAL,
+                   "waiting for the index to reach tx %" PRIu64 ": %s", tx,
+                   immu_strerror(rc));
+    return rc;
+  }
+  if (immu_grpc_call_cancelled(call)) {
+    immu_srv_failf(call, IMMU_GRPC_DEADLINE_EXCEEDED,
+                   "cancelled while waiting for the index to reach tx "
+                   "%" PRIu64,
+                   tx);
+    return IMMU_ETIMEOUT;
+  }
+  *waited_ms += INDEX_WAIT_SLICE_MS;
+  if (*waited_ms >= IMMU_SVC_INDEX_WAIT_MAX_MS) {
+    immu_srv_failf(call, IMMU_GRPC_DEADLINE_EXCEEDED,
+                   "timed out waiting for the index to reach tx %" PRIu64,
+                   tx);
+    return IMMU_ETIMEOUT;
+  }
+  return 0;
+}
+
 int immu__svc_wait_indexed(immu_srv_ctx *c, uint64_t tx) {
   immu_store *st = immu_db_store(c->db);
   long waited = 0;
@@ -75,35 +115,8 @@ int immu__svc_wait_indexed(immu_srv_ctx *c, uint64_t tx) {
     int rc = immu_store_wait_indexed(st, tx, INDEX_WAIT_SLICE_MS);
     if (rc == 0)
       return 0;
-    if (rc == IMMU_ECORRUPT) {
-      immu_srv_failf(c->call, IMMU_GRPC_DATA_LOSS,
-                     "tx data is corrupted: tx %" PRIu64
-                     " does not match its hashes; the index cannot pass it",
-                     immu_store_index_bad_tx(st));
+    if ((rc = index_slice_end(c->call, st, tx, rc, &waited)) != 0)
       return rc;
-    }
-    if (rc != IMMU_ETIMEOUT) {
-      immu_srv_failf(c->call,
-                     rc == IMMU_ECLOSED ? IMMU_GRPC_UNAVAILABLE
-                                        : IMMU_GRPC_INTERNAL,
-                     "waiting for the index to reach tx %" PRIu64 ": %s", tx,
-                     immu_strerror(rc));
-      return rc;
-    }
-    if (immu_grpc_call_cancelled(c->call)) {
-      immu_srv_failf(c->call, IMMU_GRPC_DEADLINE_EXCEEDED,
-                     "cancelled while waiting for the index to reach tx "
-                     "%" PRIu64,
-                     tx);
-      return IMMU_ETIMEOUT;
-    }
-    waited += INDEX_WAIT_SLICE_MS;
-    if (waited >= IMMU_SVC_INDEX_WAIT_MAX_MS) {
-      immu_srv_failf(c->call, IMMU_GRPC_DEADLINE_EXCEEDED,
-                     "timed out waiting for the index to reach tx %" PRIu64,
-                     tx);
-      return IMMU_ETIMEOUT;
-    }
   }
 }
 
@@ -282,39 +295,14 @@ static void aset_wait(aset *j);
 
 static void aset_indexed(void *arg, int rc) {
   aset *j = arg;
-  immu_store *st = immu_db_store(j->c.db);
   if (rc == 0) {
     aset_reply(j);
-    return;
-  }
-  if (rc == IMMU_ETIMEOUT) {
-    j->waited_ms += INDEX_WAIT_SLICE_MS;
-    if (immu_grpc_call_cancelled(j->call)) {
-      immu_srv_failf(j->call, IMMU_GRPC_DEADLINE_EXCEEDED,
-                     "cancelled while waiting for the index to reach tx "
-                     "%" PRIu64,
-                     j->hdr.id);
-    } else if (j->waited_ms >= IMMU_SVC_INDEX_WAIT_MAX_MS) {
-      immu_srv_failf(j->call, IMMU_GRPC_DEADLINE_EXCEEDED,
-                     "timed out waiting for the index to reach tx %" PRIu64,
-                     j->hdr.id);
-    } else {
-      aset_wait(j);
-      return;
-    }
-  } else if (rc == IMMU_ECORRUPT) {
-    immu_srv_failf(j->call, IMMU_GRPC_DATA_LOSS,
-                   "tx data is corrupted: tx %" PRIu64
-                   " does not match its hashes; the index cannot pass it",
-                   immu_store_index_bad_tx(st));
+  } else if (index_slice_end(j->call, immu_db_store(j->c.db), j->hdr.id, rc,
+                             &j->waited_ms) == 0) {
+    aset_wait(j);
   } else {
-    immu_srv_failf(j->call,
-                   rc == IMMU_ECLOSED ? IMMU_GRPC_UNAVAILABLE
-                                      : IMMU_GRPC_INTERNAL,
-                   "waiting for the index to reach tx %" PRIu64 ": %s",
-                   j->hdr.id, immu_strerror(rc));
+    aset_end(j);
   }
-  aset_end(j);
 }
 
 static void aset_wait(aset *j) {
