@@ -1943,41 +1943,34 @@ typedef struct target {
   char from[64];
 } target;
 
+/* Fills |t| with one target row; |res| NULL means not measured. */
+static void set_target(target *t, const char *what, const char *unit,
+                       double goal, const case_res *res, const char *from) {
+  snprintf(t->what, sizeof t->what, "%s", what);
+  snprintf(t->unit, sizeof t->unit, "%s", unit);
+  t->goal = goal;
+  t->got = res ? res->ops_s : NAN;
+  snprintf(t->from, sizeof t->from, "%s", from);
+}
+
 static size_t compute_targets(const ctx *c, target *t) {
-  size_t n = 0;
   const case_res *s = find_case(c, K_SET, 128);
-  snprintf(t[n].what, sizeof t[n].what, "Set, 128 clients, %s",
-           c->o->async ? "async" : "synced");
-  snprintf(t[n].unit, sizeof t[n].unit, "tx/s");
-  t[n].goal = 50000;
-  t[n].got = s ? s->ops_s : NAN;
-  snprintf(t[n].from, sizeof t[n].from, "set, 128 clients");
-  n++;
-  const case_res *v = find_case(c, K_VSET, 128);
-  snprintf(t[n].what, sizeof t[n].what,
-           "VerifiableSet (server side) >= 1/2 Set, 128 clients");
-  snprintf(t[n].unit, sizeof t[n].unit, "tx/s");
-  t[n].goal = s ? s->ops_s / 2 : NAN;
-  t[n].got = v ? v->ops_s : NAN;
-  snprintf(t[n].from, sizeof t[n].from, "vset, 128 clients");
-  n++;
-  const case_res *vv = find_case(c, K_VSET_VERIFY, 128);
-  snprintf(t[n].what, sizeof t[n].what,
-           "VerifiableSet + client verify >= 1/2 Set, 128 clients");
-  snprintf(t[n].unit, sizeof t[n].unit, "tx/s");
-  t[n].goal = s ? s->ops_s / 2 : NAN;
-  t[n].got = vv ? vv->ops_s : NAN;
-  snprintf(t[n].from, sizeof t[n].from, "vset_verify, 128 clients");
-  n++;
   const case_res *g = best_case(c, K_GET);
-  snprintf(t[n].what, sizeof t[n].what, "Get (best client count)");
-  snprintf(t[n].unit, sizeof t[n].unit, "Get/s");
-  t[n].goal = 100000;
-  t[n].got = g ? g->ops_s : NAN;
-  snprintf(t[n].from, sizeof t[n].from, "get, %u clients",
-           g ? g->clients : 0);
-  n++;
-  return n;
+  double half_set = s ? s->ops_s / 2 : NAN;
+  char what[96], from[64];
+
+  snprintf(what, sizeof what, "Set, 128 clients, %s",
+           c->o->async ? "async" : "synced");
+  set_target(&t[0], what, "tx/s", 50000, s, "set, 128 clients");
+  set_target(&t[1], "VerifiableSet (server side) >= 1/2 Set, 128 clients",
+             "tx/s", half_set, find_case(c, K_VSET, 128),
+             "vset, 128 clients");
+  set_target(&t[2], "VerifiableSet + client verify >= 1/2 Set, 128 clients",
+             "tx/s", half_set, find_case(c, K_VSET_VERIFY, 128),
+             "vset_verify, 128 clients");
+  snprintf(from, sizeof from, "get, %u clients", g ? g->clients : 0);
+  set_target(&t[3], "Get (best client count)", "Get/s", 100000, g, from);
+  return 4;
 }
 
 static void print_tables(const ctx *c, const bench_machine *m,
