@@ -205,6 +205,17 @@ int bench_parse_count(const char *s, uint64_t *out);
 /* Parses a non-negative decimal number ("0.25"). Returns 0 or -1. */
 int bench_parse_double(const char *s, double *out);
 
+/* The options every subcommand takes: -q/--quiet, --json FILE and
+ * --cases LIST. Returns 1 if argv[*i] is one of them (*i then points at
+ * its last word), 0 if it is not, -1 (message on stderr, naming
+ * "immubench |cmd|") if its value is missing. */
+int bench_common_option(const char *cmd, int argc, char **argv, int *i,
+                        const char **json, const char **cases);
+/* Takes the value of option argv[*i] into *val: 0, or -1 with a message
+ * when it is the last word. */
+int bench_option_value(const char *cmd, int argc, char **argv, int *i,
+                       const char **val);
+
 /* Progress messages on stderr unless bench_quiet is set. */
 extern int bench_quiet;
 void bench_progress(const char *fmt, ...)

@@ -103,15 +103,18 @@ static int parse_opts(int argc, char **argv, crypto_opts *o) {
   uint64_t v;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
+    const char *val = NULL;
 #define NEED_VALUE()                                                           \
   do {                                                                         \
-    if (!val) {                                                                \
-      fprintf(stderr, "immubench crypto: %s needs a value\n", a);              \
+    if (bench_option_value("crypto", argc, argv, &i, &val) != 0)               \
       return -1;                                                               \
-    }                                                                          \
-    i++;                                                                       \
   } while (0)
+    int common = bench_common_option("crypto", argc, argv, &i, &o->json,
+                                     &o->cases);
+    if (common < 0)
+      return -1;
+    if (common > 0)
+      continue;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       crypto_usage(stdout);
       return 1;
@@ -119,14 +122,6 @@ static int parse_opts(int argc, char **argv, crypto_opts *o) {
       o->quick = 1;
     } else if (strcmp(a, "--no-peer") == 0) {
       o->peer = 0;
-    } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-      bench_quiet = 1;
-    } else if (strcmp(a, "--json") == 0) {
-      NEED_VALUE();
-      o->json = val;
-    } else if (strcmp(a, "--cases") == 0) {
-      NEED_VALUE();
-      o->cases = val;
     } else if (strcmp(a, "--repeat") == 0) {
       NEED_VALUE();
       if (bench_parse_count(val, &v) || v < 1 || v > 1000)

@@ -146,15 +146,18 @@ static int parse_opts(int argc, char **argv, kv_opts *o) {
   uint64_t v;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
+    const char *val = NULL;
 #define NEED_VALUE()                                                           \
   do {                                                                         \
-    if (!val) {                                                                \
-      fprintf(stderr, "immubench kv: %s needs a value\n", a);                  \
+    if (bench_option_value("kv", argc, argv, &i, &val) != 0)                   \
       return -1;                                                               \
-    }                                                                          \
-    i++;                                                                       \
   } while (0)
+    int common = bench_common_option("kv", argc, argv, &i, &o->json,
+                                     &o->cases);
+    if (common < 0)
+      return -1;
+    if (common > 0)
+      continue;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       kv_usage(stdout);
       return 1;
@@ -164,14 +167,6 @@ static int parse_opts(int argc, char **argv, kv_opts *o) {
       o->peers = 0;
     } else if (strcmp(a, "--wait-index") == 0) {
       o->wait_index = 1;
-    } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-      bench_quiet = 1;
-    } else if (strcmp(a, "--json") == 0) {
-      NEED_VALUE();
-      o->json = val;
-    } else if (strcmp(a, "--cases") == 0) {
-      NEED_VALUE();
-      o->cases = val;
     } else if (strcmp(a, "--dir") == 0) {
       NEED_VALUE();
       o->dir = val;

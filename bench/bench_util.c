@@ -756,3 +756,27 @@ char *bench_command_line(const char *prog, int argc, char **argv) {
   s[o] = '\0';
   return s;
 }
+
+int bench_option_value(const char *cmd, int argc, char **argv, int *i,
+                       const char **val) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "immubench %s: %s needs a value\n", cmd, argv[*i]);
+    return -1;
+  }
+  *val = argv[++*i];
+  return 0;
+}
+
+int bench_common_option(const char *cmd, int argc, char **argv, int *i,
+                        const char **json, const char **cases) {
+  const char *a = argv[*i];
+  if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+    bench_quiet = 1;
+    return 1;
+  }
+  if (strcmp(a, "--json") == 0)
+    return bench_option_value(cmd, argc, argv, i, json) == 0 ? 1 : -1;
+  if (strcmp(a, "--cases") == 0)
+    return bench_option_value(cmd, argc, argv, i, cases) == 0 ? 1 : -1;
+  return 0;
+}
