@@ -439,6 +439,17 @@ int immu_db_exec_all(immu_db *db, const immu_db_op *ops, size_t n, int no_wait,
  *   IMMU_ETIMEOUT   the index did not catch up in time */
 int immu_db_get(immu_db *db, const immu_db_key_req *req, immu_db_entry *out);
 
+/* immu_db_get for a thread that must never wait on disk or on the index
+ * (a server's I/O loop): the same answer and errors when it can be given
+ * from memory, else IMMU_EWOULDBLOCK, after which the caller asks
+ * immu_db_get on a thread that may block. Memory here means the index's
+ * memtables and block cache, and a value kept inline in the index. It
+ * gives up (IMMU_EWOULDBLOCK) on at_tx, at_revision, a reference, a value
+ * stored only in the log, and, unless no_wait, an index that does not
+ * cover since_tx (or the last committed tx) yet. */
+int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
+                       immu_db_entry *out);
+
 /* GetAll: the latest value of each of |n| keys that exists (missing keys
  * are skipped), references resolved. Waits for the index to reach
  * |since_tx| (or the last committed tx when 0). IMMU_ETOOLARGE when n >

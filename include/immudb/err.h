@@ -34,7 +34,8 @@ extern "C" {
   X(IMMU_ECONFLICT, -1014, 0, "conflicting request")                           \
   X(IMMU_EPERM, -1015, 0, "permission denied")                                 \
   X(IMMU_EAUTH, -1016, 0, "authentication failed")                             \
-  X(IMMU_EPROTO, -1017, 0, "protocol error")
+  X(IMMU_EPROTO, -1017, 0, "protocol error")                                  \
+  X(IMMU_EWOULDBLOCK, -1018, 0, "answer needs a blocking operation")
 
 enum immu_errno {
 #define IMMU__ERR_ENUM(name, val, fatal, msg) name = (val),

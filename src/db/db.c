@@ -1164,6 +1164,48 @@ out:
   return rc;
 }
 
+int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
+                       immu_db_entry *out) {
+  immu_index_entry e;
+  rawval r = {0};
+  skey k;
+  uint64_t last, want;
+  int rc;
+
+  memset(out, 0, sizeof *out);
+  if (req == NULL || req->key == NULL || req->key_len == 0)
+    return illegal("empty key");
+  if (req->at_tx > 0 || req->at_revision != 0)
+    return IMMU_EWOULDBLOCK;
+  last = last_committed(db);
+  if (req->since_tx > last)
+    return illegal("sinceTx must not be greater than the current "
+                   "transaction ID");
+  want = req->since_tx ? req->since_tx : last;
+  if (!req->no_wait && immu_store_indexed_id(db->st) < want)
+    return IMMU_EWOULDBLOCK;
+  if ((rc = skey_make(&k, req->key, req->key_len)) != 0)
+    return rc;
+  memset(&e, 0, sizeof e);
+  rc = immu__index_get_latest_cached(db->ix, k.p, k.n, &e);
+  if (rc == IMMU_ENOTFOUND)
+    rc = fail(rc, "key not found");
+  else if (rc == 0 && !e.has_inline)
+    rc = IMMU_EWOULDBLOCK;
+  else if (rc == 0)
+    rc = raw_take_index(db, &e, &r);
+  else if (rc != IMMU_EWOULDBLOCK)
+    rc = engine_fail(rc, "reading the index");
+  immu__index_entry_clear(&e);
+  if (rc == 0 && r.n > 0 && r.v[0] == IMMU_VALUE_REF)
+    rc = IMMU_EWOULDBLOCK; /* resolving it may read the log */
+  if (rc == 0)
+    rc = make_entry(db, req->key, req->key_len, &r, 0, out);
+  skey_free(&k);
+  raw_clear(&r);
+  return rc;
+}
+
 int immu_db_get_all(immu_db *db, const immu_buf *keys, size_t n,
                     uint64_t since_tx, immu_db_entries *out) {
   immu_db_entry e;

@@ -2228,6 +2228,8 @@ int immu_srv_sign_state(immu_server *s, const char *db, uint64_t tx_id,
  *   IMMU_ENOMEM         RESOURCE_EXHAUSTED
  *   -ENOSPC, -EDQUOT    RESOURCE_EXHAUSTED
  *   IMMU_EBUSY          UNAVAILABLE
+ *   IMMU_EWOULDBLOCK    UNAVAILABLE          (never expected: handlers
+ *                                            retry on a worker)
  *   IMMU_ECLOSED        UNAVAILABLE
  *   IMMU_EPOISONED      UNAVAILABLE          database refuses work after a
  *                                            fatal error
@@ -2261,6 +2263,7 @@ static int status_of(int rc) {
   case -EDQUOT:
     return IMMU_GRPC_RESOURCE_EXHAUSTED;
   case IMMU_EBUSY:
+  case IMMU_EWOULDBLOCK:
   case IMMU_ECLOSED:
   case IMMU_EPOISONED:
     return IMMU_GRPC_UNAVAILABLE;
@@ -2389,9 +2392,12 @@ static int method_add(immu_server *s, size_t cap, const char *svc,
   s->methods[s->nmethods].arg = s;
   /* Health only packs a constant reply: run it on the I/O thread, without
    * the two thread hand-offs of a worker (it is what load balancers and
-   * the benchmark's transport ceiling poll). */
+   * the benchmark's transport ceiling poll). Get tries the same, and moves
+   * to a worker when the answer is not in memory (h_get). */
   s->methods[s->nmethods].flags =
-      strcmp(name, "Health") == 0 ? IMMU_GRPC_METHOD_INLINE : 0;
+      strcmp(name, "Health") == 0 ? IMMU_GRPC_METHOD_INLINE
+      : strcmp(name, "Get") == 0  ? IMMU_GRPC_METHOD_TRY_INLINE
+                                  : 0;
   s->nmethods++;
   return 0;
 }

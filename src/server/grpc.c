@@ -13,8 +13,10 @@
  *     run the handlers; an idle worker is woken only when no other is
  *     already on its way, and a woken worker that leaves work queued wakes
  *     the next (wake_worker_locked), so busy workers drain the queue without
- *     any wake-up. Handlers of IMMU_GRPC_METHOD_INLINE methods run in
- *     flush_cb on the loop thread instead.
+ *     any wake-up. Handlers of IMMU_GRPC_METHOD_INLINE and _TRY_INLINE
+ *     methods run in flush_cb on the loop thread instead; a _TRY_INLINE
+ *     handler that calls immu_grpc_call_defer is queued to the workers
+ *     when it returns, keeping its handler reference.
  *   - A handler talks back only through its call: immu_grpc_call_send
  *     appends to the call's output queue and immu_grpc_call_finish records
  *     the status, both under call->mu; then the call is put on the server's
@@ -212,6 +214,8 @@ struct immu_grpc_call {
 
   /* Loop thread only. */
   conn *conn;
+  int on_loop;  /* the handler is running on the loop thread */
+  int deferred; /* ... and asked to run again on a worker */
   immu_grpc_call *cprev, *cnext;
   int32_t stream_id;
   int stream_open;
@@ -1716,13 +1720,29 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
 static void run_item(immu_grpc_server *s, immu_grpc_call *k,
                      void (*fn)(immu_grpc_call *, void *), void *arg);
 
+/* Appends the list head..tail to the workers' FIFO and wakes one if
+ * needed. */
+static void work_push(immu_grpc_server *s, immu_grpc_call *head,
+                      immu_grpc_call *tail) {
+  int sig;
+  pthread_mutex_lock(&s->mu);
+  if (s->work_tail != NULL)
+    s->work_tail->work_next = head;
+  else
+    s->work_head = head;
+  s->work_tail = tail;
+  sig = wake_worker_locked(s);
+  pthread_mutex_unlock(&s->mu);
+  if (sig)
+    pthread_cond_signal(&s->work_cv);
+}
+
 /* Loop: hands the requests routed during this pass to the workers (one
  * lock, at most one wake-up), then runs the inline handlers here. */
 static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   immu_grpc_server *s = arg;
   immu_grpc_call *k, *inl = NULL, **inl_tail = &inl;
   immu_grpc_call *head = NULL, *tail = NULL;
-  int sig;
   (void)fd;
   (void)what;
   k = s->batch_head;
@@ -1730,7 +1750,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
   while (k != NULL) {
     immu_grpc_call *nx = k->work_next;
     k->work_next = NULL;
-    if (k->method->flags & IMMU_GRPC_METHOD_INLINE) {
+    if (k->method->flags &
+        (IMMU_GRPC_METHOD_INLINE | IMMU_GRPC_METHOD_TRY_INLINE)) {
       *inl_tail = k;
       inl_tail = &k->work_next;
     } else {
@@ -1742,21 +1763,12 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg) {
     }
     k = nx;
   }
-  if (head != NULL) {
-    pthread_mutex_lock(&s->mu);
-    if (s->work_tail != NULL)
-      s->work_tail->work_next = head;
-    else
-      s->work_head = head;
-    s->work_tail = tail;
-    sig = wake_worker_locked(s);
-    pthread_mutex_unlock(&s->mu);
-    if (sig)
-      pthread_cond_signal(&s->work_cv);
-  }
+  if (head != NULL)
+    work_push(s, head, tail);
   while ((k = inl) != NULL) {
     inl = k->work_next;
     k->work_next = NULL;
+    k->on_loop = 1;
     run_item(s, k, NULL, NULL);
   }
 }
@@ -1923,6 +1935,16 @@ static void run_item(immu_grpc_server *s, immu_grpc_call *k,
   } else {
     int ok;
     k->method->handler(k, k->method->arg);
+    if (k->on_loop) {
+      k->on_loop = 0;
+      if (k->deferred) {
+        /* The handler reference goes with it to the worker. */
+        k->deferred = 0;
+        k->work_next = NULL;
+        work_push(s, k, k);
+        return;
+      }
+    }
     pthread_mutex_lock(&k->mu);
     ok = k->finished || k->det_ref;
     pthread_mutex_unlock(&k->mu);
@@ -2514,6 +2536,25 @@ void immu_grpc_call_detach(immu_grpc_call *c) {
   pthread_mutex_lock(&s->mu);
   s->ndetached++;
   pthread_mutex_unlock(&s->mu);
+}
+
+int immu_grpc_call_on_loop(const immu_grpc_call *c) {
+  return c->on_loop;
+}
+
+void immu_grpc_call_defer(immu_grpc_call *c) {
+  int ok;
+  pthread_mutex_lock(&c->mu);
+  ok = !c->finished && !c->det_ref && c->sent_any == 0 &&
+       c->out_head == NULL && c->nrh == 0;
+  pthread_mutex_unlock(&c->mu);
+  if (!c->on_loop || !(c->method->flags & IMMU_GRPC_METHOD_TRY_INLINE) ||
+      c->deferred || !ok) {
+    slog(c->srv, LOG_ERROR, "%s: defer outside a fresh inline attempt",
+         c->path);
+    return;
+  }
+  c->deferred = 1;
 }
 
 void immu_grpc_call_resume(immu_grpc_call *c,

@@ -65,6 +65,14 @@ typedef void (*immu_grpc_handler)(immu_grpc_call *call, void *arg);
  * thread, saving two thread hand-offs per call. Health-type methods only:
  * the rule is that the I/O thread never waits on disk. */
 #define IMMU_GRPC_METHOD_INLINE 1u
+/* The handler first runs on the I/O loop thread, under the rules of
+ * IMMU_GRPC_METHOD_INLINE (immu_grpc_call_on_loop says 1). When it finds
+ * that answering would block (a disk read, a wait), it calls
+ * immu_grpc_call_defer before touching the response and returns; the
+ * transport then runs it again, from the start, on a worker. Reads that
+ * are nearly always answered from memory (Get) skip the two thread
+ * hand-offs that way. */
+#define IMMU_GRPC_METHOD_TRY_INLINE 2u
 
 typedef struct immu_grpc_method {
   const char *path; /* "/immudb.schema.ImmuService/Get" */
@@ -148,6 +156,16 @@ int immu_grpc_call_try_send(immu_grpc_call *c, const uint8_t *msg,
  * as long as the call is still alive (always the case inside the handler;
  * a finished detached call may be freed at once). */
 void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg);
+
+/* 1 while a handler runs on the I/O loop thread (IMMU_GRPC_METHOD_INLINE
+ * and _TRY_INLINE methods), when it must not block. */
+int immu_grpc_call_on_loop(const immu_grpc_call *c);
+/* From a _TRY_INLINE handler on the loop thread, before it adds a header,
+ * sends or finishes: run the handler again on a worker once it returns.
+ * The handler must then return without finishing the call. Anything else
+ * (a worker, a call already answered, a second defer) logs an error and
+ * does nothing. */
+void immu_grpc_call_defer(immu_grpc_call *c);
 
 /* Asynchronous completion.
  *

@@ -399,11 +399,21 @@ static void h_get(immu_grpc_call *call, void *arg) {
   if ((req = UNPACK(call, Immudb__Schema__KeyRequest, key_request)) == NULL)
     goto out;
   immu__svc_key_req(req, &kr);
-  if (kr.key_len > 0 && kr.at_tx == 0 &&
-      immu__svc_read_wait(&c, kr.since_tx, kr.no_wait) != 0)
-    goto done;
-  kr.no_wait = 1; /* waited above */
-  if ((rc = immu_db_get(c.db, &kr, &e)) != 0)
+  if (immu_grpc_call_on_loop(call)) {
+    /* On the I/O thread: only what memory can answer (TRY_INLINE). */
+    rc = immu_db_get_cached(c.db, &kr, &e);
+    if (rc == IMMU_EWOULDBLOCK) {
+      immu_grpc_call_defer(call);
+      goto done;
+    }
+  } else {
+    if (kr.key_len > 0 && kr.at_tx == 0 &&
+        immu__svc_read_wait(&c, kr.since_tx, kr.no_wait) != 0)
+      goto done;
+    kr.no_wait = 1; /* waited above */
+    rc = immu_db_get(c.db, &kr, &e);
+  }
+  if (rc != 0)
     immu_srv_fail(call, rc);
   else
     reply(call, immu__svc_pb_entry(&a, &e, 1));

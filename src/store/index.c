@@ -127,6 +127,7 @@ struct immu_index {
   rocksdb_column_family_handle_t *cf;   /* default: 'h' 'z' 'c' 'm' */
   rocksdb_column_family_handle_t *cf_l; /* 'latest': 'l' rows and 'm' */
   rocksdb_readoptions_t *ro;          /* point reads; shared, never modified */
+  rocksdb_readoptions_t *ro_mem;      /* as ro, memtables and cache only */
   rocksdb_writeoptions_t *wo;
   rocksdb_flushoptions_t *fo;
   uint32_t inline_max;
@@ -159,7 +160,12 @@ struct immu_index {
 /* ------------------------------------------------------------------ */
 
 static int err_code(const char *err) {
-  return strncmp(err, "Corruption", 10) == 0 ? IMMU_ECORRUPT : -EIO;
+  if (strncmp(err, "Corruption", 10) == 0)
+    return IMMU_ECORRUPT;
+  /* Only from ro_mem: the answer is not in the memtables or the cache. */
+  if (strncmp(err, "Incomplete", 10) == 0)
+    return IMMU_EWOULDBLOCK;
+  return -EIO;
 }
 
 static int rocks_err(char *err) {
@@ -787,13 +793,18 @@ int immu__index_open(immu_index_env *env, const char *dir, uint32_t inline_max,
     ix->cf_l = cfh[1];
   }
   ix->ro = rocksdb_readoptions_create();
+  ix->ro_mem = rocksdb_readoptions_create();
   ix->wo = rocksdb_writeoptions_create();
   ix->fo = rocksdb_flushoptions_create();
   ix->wb = rocksdb_writebatch_create();
-  if (ix->ro == NULL || ix->wo == NULL || ix->fo == NULL || ix->wb == NULL) {
+  if (ix->ro == NULL || ix->ro_mem == NULL || ix->wo == NULL ||
+      ix->fo == NULL || ix->wb == NULL) {
     rc = IMMU_ENOMEM;
     goto fail;
   }
+  /* kBlockCacheTier: a read that would need a file (an uncached block, a
+   * table not open yet) fails with Incomplete instead of doing I/O. */
+  rocksdb_readoptions_set_read_tier(ix->ro_mem, 1);
   /* The log is the source of truth: no WAL, no sync. */
   rocksdb_writeoptions_disable_WAL(ix->wo, 1);
   rocksdb_writeoptions_set_sync(ix->wo, 0);
@@ -821,6 +832,8 @@ void immu__index_close(immu_index *ix) {
     rocksdb_close(ix->db); /* flushes the memtables (WAL is off) */
   if (ix->ro != NULL)
     rocksdb_readoptions_destroy(ix->ro);
+  if (ix->ro_mem != NULL)
+    rocksdb_readoptions_destroy(ix->ro_mem);
   if (ix->wo != NULL)
     rocksdb_writeoptions_destroy(ix->wo);
   if (ix->fo != NULL)
@@ -1157,8 +1170,9 @@ int immu__index_apply(immu_index *ix, uint64_t first, uint64_t last,
 /* Point reads                                                         */
 /* ------------------------------------------------------------------ */
 
-static int get_into(immu_index *ix, rocksdb_column_family_handle_t *cf,
-                    const uint8_t *k, size_t kl, immu_index_entry *out) {
+static int get_into(immu_index *ix, const rocksdb_readoptions_t *ro,
+                    rocksdb_column_family_handle_t *cf, const uint8_t *k,
+                    size_t kl, immu_index_entry *out) {
   char *err = NULL;
   size_t vl = 0;
   const char *v;
@@ -1166,7 +1180,7 @@ static int get_into(immu_index *ix, rocksdb_column_family_handle_t *cf,
   /* Pinned: the value is read in place from the block or memtable. */
   rocksdb_pinnableslice_t *ps;
   perf_quiet();
-  ps = rocksdb_get_pinned_cf(ix->db, ix->ro, cf, (const char *)k, kl, &err);
+  ps = rocksdb_get_pinned_cf(ix->db, ro, cf, (const char *)k, kl, &err);
   if (err != NULL)
     return rocks_err(err);
   if (ps == NULL)
@@ -1177,8 +1191,8 @@ static int get_into(immu_index *ix, rocksdb_column_family_handle_t *cf,
   return rc;
 }
 
-int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
-                           immu_index_entry *out) {
+static int get_latest(immu_index *ix, const rocksdb_readoptions_t *ro,
+                      const uint8_t *key, size_t klen, immu_index_entry *out) {
   kbuf b;
   int rc;
   if (klen == 0)
@@ -1187,9 +1201,19 @@ int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
     return rc;
   b.p[0] = NS_LATEST;
   memcpy(b.p + 1, key, klen);
-  rc = get_into(ix, ix->cf_l, b.p, klen + 1, out);
+  rc = get_into(ix, ro, ix->cf_l, b.p, klen + 1, out);
   kbuf_free(&b);
   return rc;
+}
+
+int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
+                           immu_index_entry *out) {
+  return get_latest(ix, ix->ro, key, klen, out);
+}
+
+int immu__index_get_latest_cached(immu_index *ix, const uint8_t *key,
+                                  size_t klen, immu_index_entry *out) {
+  return get_latest(ix, ix->ro_mem, key, klen, out);
 }
 
 int immu__index_get_revision(immu_index *ix, const uint8_t *key, size_t klen,
@@ -1204,7 +1228,7 @@ int immu__index_get_revision(immu_index *ix, const uint8_t *key, size_t klen,
   b.p[0] = NS_HIST;
   kl = 1 + enc_put(b.p + 1, key, klen);
   immu__put_u64(b.p + kl, rev);
-  rc = get_into(ix, ix->cf, b.p, kl + 8, out);
+  rc = get_into(ix, ix->ro, ix->cf, b.p, kl + 8, out);
   if (rc == 0 && out->revision != rev)
     rc = IMMU_ECORRUPT;
   kbuf_free(&b);

@@ -111,6 +111,11 @@ void immu__index_entry_clear(immu_index_entry *e);
 /* Latest version of |key|. IMMU_ENOTFOUND if never set. */
 int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
                            immu_index_entry *out);
+/* As immu__index_get_latest, from RocksDB's memtables and block cache
+ * only: IMMU_EWOULDBLOCK when answering needs a file read. For threads
+ * that must not wait on disk. */
+int immu__index_get_latest_cached(immu_index *ix, const uint8_t *key,
+                                  size_t klen, immu_index_entry *out);
 
 /* Version |rev| (1-based) of |key|. IMMU_ENOTFOUND if it has fewer. */
 int immu__index_get_revision(immu_index *ix, const uint8_t *key, size_t klen,

@@ -1922,6 +1922,10 @@ int immu_store_wait_indexed(immu_store *s, uint64_t tx, long timeout_ms) {
   return rc;
 }
 
+uint64_t immu_store_indexed_id(immu_store *s) {
+  return atomic_load(&s->indexed);
+}
+
 immu_index *immu_store_index(immu_store *s) {
   return s->index;
 }

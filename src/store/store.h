@@ -168,6 +168,9 @@ void immu_store_state(immu_store *s, uint64_t *tx_id, immu_digest *alh);
  * commit path. */
 uint64_t immu_store_last_id(immu_store *s);
 
+/* Last tx the index covers, without any lock (a snapshot: it only grows). */
+uint64_t immu_store_indexed_id(immu_store *s);
+
 /* Reads and validates tx |id| (CRCs; not the hashes). The record borrows
  * *buf, which the caller frees with immu__free after immu__txrec_free.
  * IMMU_ENOTFOUND if id is 0 or not committed yet, IMMU_ECORRUPT. */

@@ -130,6 +130,8 @@ struct immu_grpc_call {
   int status;
   char message[256];
   int detached; /* Set/VerifiableSet finish on an engine or worker thread */
+  int on_loop;  /* first run of a TRY_INLINE handler, as on the I/O loop */
+  int deferred;
 };
 
 /* Guards |finished| of detached calls; one pair for every call. */
@@ -256,6 +258,17 @@ void immu_grpc_call_resume(immu_grpc_call *c,
   if (pthread_create(&th, NULL, resume_main, r) != 0)
     die("resume: pthread_create failed");
   pthread_detach(th);
+}
+
+int immu_grpc_call_on_loop(const immu_grpc_call *c) {
+  return c->on_loop;
+}
+
+void immu_grpc_call_defer(immu_grpc_call *c) {
+  if (!c->on_loop || c->deferred || c->finished || c->detached ||
+      c->nsent > 0)
+    die("%s: defer outside a fresh inline attempt", c->path);
+  c->deferred = 1;
 }
 
 static void call_add_msg(immu_grpc_call *c, const uint8_t *p, size_t n) {
@@ -386,7 +399,19 @@ static void run_call(const method_info *mi, immu_grpc_call *c) {
   c->reply_desc = mi->reply_desc;
   c->status = -1;
   c->start_ms = mono_ms();
+  /* As the transport: a TRY_INLINE handler first runs "on the loop" and
+   * may ask for a second run on a worker. */
+  c->on_loop = (mi->m->flags & IMMU_GRPC_METHOD_TRY_INLINE) != 0;
   mi->m->handler(c, mi->m->arg);
+  if (c->on_loop) {
+    c->on_loop = 0;
+    if (c->deferred) {
+      if (c->finished || c->detached)
+        die("%s: deferred and answered", c->path);
+      c->deferred = 0;
+      mi->m->handler(c, mi->m->arg);
+    }
+  }
   if (c->detached) {
     pthread_mutex_lock(&g_call_mu);
     while (!c->finished)

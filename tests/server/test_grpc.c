@@ -324,6 +324,37 @@ static void h_inline(immu_grpc_call *c, void *arg) {
   immu_grpc_call_finish(c, IMMU_GRPC_OK, NULL);
 }
 
+/* TRY_INLINE: a request starting with 'd' defers from the loop to a
+ * worker; the reply is "loop:" or "worker:" and the request, so the test
+ * sees where it was answered. A request starting with 'x' also tries a
+ * defer after the answer is queued (refused and logged; the call stays
+ * answered on the loop). */
+static atomic_int g_try_runs;
+
+static void h_try_inline(immu_grpc_call *c, void *arg) {
+  size_t len = 0;
+  const uint8_t *m = immu_grpc_call_msg(c, 0, &len);
+  int loop = immu_grpc_call_on_loop(c);
+  uint8_t out[64];
+  size_t n;
+  (void)arg;
+  atomic_fetch_add(&g_try_runs, 1);
+  if (loop && len > 0 && m[0] == 'd') {
+    immu_grpc_call_defer(c);
+    return;
+  }
+  n = (size_t)snprintf((char *)out, sizeof out, "%s:%.*s",
+                       loop ? "loop" : "worker", (int)(len < 40 ? len : 40),
+                       (const char *)m);
+  if (immu_grpc_call_send(c, out, n) != 0) {
+    immu_grpc_call_finish(c, IMMU_GRPC_CANCELLED, "cancelled");
+    return;
+  }
+  if (loop && len > 0 && m[0] == 'x')
+    immu_grpc_call_defer(c); /* too late: refused */
+  immu_grpc_call_finish(c, IMMU_GRPC_OK, NULL);
+}
+
 static const immu_grpc_method k_methods[] = {
     {"/t.T/Echo", h_echo, NULL, 0},
     {"/t.T/Fail", h_fail, NULL, 0},
@@ -333,6 +364,7 @@ static const immu_grpc_method k_methods[] = {
     {"/t.T/Slow", h_slow, NULL, 0},
     {"/t.T/Detach", h_detach, NULL, 0},
     {"/t.T/Inline", h_inline, NULL, IMMU_GRPC_METHOD_INLINE},
+    {"/t.T/TryInline", h_try_inline, NULL, IMMU_GRPC_METHOD_TRY_INLINE},
 };
 
 static void on_done(void *arg, const char *path, int status, double seconds,
@@ -1749,6 +1781,51 @@ static void test_inline_handler(void **state) {
   tc_free(tc);
 }
 
+/* TRY_INLINE: answered on the loop unless the handler defers, then run
+ * again from the start on a worker; mixed on one connection, each call
+ * answered exactly once where the handler said. */
+static void test_try_inline_defer(void **state) {
+  enum { N = 60 };
+  static const char *const kinds[3] = {"answer", "defer", "xlate"};
+  tclient *tc = tc_connect(g_srv->port, NULL);
+  tstream st[N];
+  uint8_t *body[3] = {NULL, NULL, NULL};
+  size_t blen[3] = {0, 0, 0};
+  many m = {st, N};
+  int i, runs0;
+  (void)state;
+  assert_non_null(tc);
+  for (i = 0; i < 3; i++)
+    frame_append(&body[i], &blen[i], (const uint8_t *)kinds[i],
+                 strlen(kinds[i]));
+  memset(st, 0, sizeof st);
+  runs0 = atomic_load(&g_try_runs);
+  for (i = 0; i < N; i++) {
+    st[i].grpc_status = -1;
+    tc_start(tc, &st[i], "/t.T/TryInline", NULL, NULL, body[i % 3],
+             blen[i % 3]);
+  }
+  assert_true(tc_pump(tc, 5000, all_closed, &m));
+  for (i = 0; i < N; i++) {
+    char want[64];
+    size_t mlen = 0;
+    const uint8_t *msg = resp_msg(&st[i], 0, &mlen);
+    snprintf(want, sizeof want, "%s:%s", i % 3 == 1 ? "worker" : "loop",
+             kinds[i % 3]);
+    assert_int_equal(st[i].grpc_status, 0);
+    assert_non_null(msg);
+    assert_int_equal(mlen, strlen(want));
+    assert_memory_equal(msg, want, mlen);
+    assert_null(resp_msg(&st[i], 1, &mlen)); /* one reply only */
+    ts_reset(&st[i]);
+  }
+  /* one run per call, two per deferred call */
+  assert_int_equal(atomic_load(&g_try_runs) - runs0, N + N / 3);
+  for (i = 0; i < 3; i++)
+    free(body[i]);
+  tc_free(tc);
+}
+
 /* A graceful stop waits for a detached call; a hard stop does not, but
  * immu_grpc_server_free waits until its owner finished it. */
 static void test_detach_stop(void **state) {
@@ -1826,6 +1903,7 @@ int main(void) {
       cmocka_unit_test(test_header_list_limit),
       cmocka_unit_test(test_detach_many),
       cmocka_unit_test(test_inline_handler),
+      cmocka_unit_test(test_try_inline_defer),
   };
   const struct CMUnitTest own[] = {
       cmocka_unit_test(test_refused_streams),

@@ -103,6 +103,11 @@ struct immu_grpc_call {
   char message[1024];
   /* detached calls (Set, VerifiableSet) finish on another thread */
   int detached;
+  /* TRY_INLINE methods (Get): first run as on the I/O loop; ndefers counts
+   * the handler's requests to run again on a worker */
+  int on_loop;
+  int deferred;
+  int ndefers;
   pthread_mutex_t mu;
   pthread_cond_t cv;
 };
@@ -183,6 +188,17 @@ void immu_grpc_call_detach(immu_grpc_call *c) {
     fail_msg("detach of a detached or finished call");
   c->detached = 1;
   pthread_mutex_unlock(&c->mu);
+}
+
+int immu_grpc_call_on_loop(const immu_grpc_call *c) {
+  return c->on_loop;
+}
+
+void immu_grpc_call_defer(immu_grpc_call *c) {
+  if (!c->on_loop || c->deferred || c->finished || c->detached ||
+      c->nsent > 0)
+    fail_msg("defer outside a fresh inline attempt");
+  c->deferred = 1;
 }
 
 typedef struct resume_job {
@@ -467,8 +483,9 @@ static void quiet_log(void *arg, int level, const char *msg) {
 }
 
 /* The handler the server's full method table routes |name| to. */
-static immu_grpc_handler table_handler(immu_server *s, const char *name,
-                                       void **arg) {
+static immu_grpc_handler table_handler_flags(immu_server *s,
+                                             const char *name, void **arg,
+                                             unsigned *flags) {
   const immu_grpc_method *m;
   size_t n;
   char path[128];
@@ -477,10 +494,17 @@ static immu_grpc_handler table_handler(immu_server *s, const char *name,
   for (size_t i = 0; i < n; i++)
     if (strcmp(m[i].path, path) == 0) {
       *arg = m[i].arg;
+      if (flags != NULL)
+        *flags = m[i].flags;
       return m[i].handler;
     }
   fail_msg("the server has no method %s", path);
   return NULL;
+}
+
+static immu_grpc_handler table_handler(immu_server *s, const char *name,
+                                       void **arg) {
+  return table_handler_flags(s, name, arg, NULL);
 }
 
 /* An admin RPC with the fixture's credentials; returns the reply. */
@@ -666,9 +690,23 @@ static void run(fixture *fx, const char *name, immu_grpc_call *c) {
 #ifdef IMMU_TEST_REAL_AUTH
   {
     void *harg = NULL;
-    immu_grpc_handler h = table_handler(fx->srv, name, &harg);
+    unsigned flags = 0;
+    immu_grpc_handler h = table_handler_flags(fx->srv, name, &harg, &flags);
     assert_true(h == handler_of(name));
+    /* As the transport: a TRY_INLINE handler runs first as on the I/O
+     * loop, and again (as on a worker) if it defers. */
+    c->on_loop = (flags & IMMU_GRPC_METHOD_TRY_INLINE) != 0;
     h(c, harg);
+    if (c->on_loop) {
+      c->on_loop = 0;
+      if (c->deferred) {
+        if (c->finished || c->detached)
+          fail_msg("%s: deferred and answered", name);
+        c->deferred = 0;
+        c->ndefers++;
+        h(c, harg);
+      }
+    }
   }
 #else
   handler_of(name)(c, fx->srv);
@@ -1383,6 +1421,94 @@ static void test_set_get(void **state) {
   call_push_raw(c, "\x0a\xff", 2);
   run(fx, "Get", c);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "malformed");
+  call_free(c);
+}
+
+/* Get tries to answer on the I/O loop (IMMU_GRPC_METHOD_TRY_INLINE) and
+ * moves to a worker exactly when memory cannot answer: both paths give the
+ * same replies and errors. */
+static immu_grpc_call *get_call(fixture *fx, const char *k, uint64_t at_tx,
+                                int64_t at_rev, uint64_t since_tx) {
+  Immudb__Schema__KeyRequest req = IMMUDB__SCHEMA__KEY_REQUEST__INIT;
+  req.key = S(k);
+  req.attx = at_tx;
+  req.atrevision = at_rev;
+  req.sincetx = since_tx;
+  return rpc(fx, "Get", &req.base);
+}
+
+static void expect_get(fixture *fx, const char *k, uint64_t at_tx,
+                       int64_t at_rev, const void *want, size_t wlen,
+                       int ndefers) {
+  immu_grpc_call *c = get_call(fx, k, at_tx, at_rev, 0);
+  Immudb__Schema__Entry *e;
+  expect_status(c, IMMU_GRPC_OK, NULL);
+  assert_int_equal(c->nsent, 1);
+  e = (Immudb__Schema__Entry *)protobuf_c_message_unpack(
+      &immudb__schema__entry__descriptor, NULL, c->sent_len[0], c->sent[0]);
+  assert_non_null(e);
+  assert_bin_n(e->value, want, wlen);
+  if (c->ndefers != ndefers)
+    fail_msg("Get %s (atTx %" PRIu64 ", atRevision %" PRId64 "): %d defers, "
+             "expected %d", k, at_tx, at_rev, c->ndefers, ndefers);
+  FREE(e);
+  call_free(c);
+}
+
+static void test_get_inline(void **state) {
+  fixture *fx = *state;
+  static uint8_t big[4096];
+  immu_grpc_call *c;
+
+#ifndef IMMU_TEST_REAL_AUTH
+  skip(); /* the flags come from the server's method table */
+#endif
+  memset(big, 'b', sizeof big);
+  set1(fx, "small", "v1");  /* tx 1 */
+  set1(fx, "small", "v2");  /* tx 2 */
+  {
+    Immudb__Schema__SetRequest sr = IMMUDB__SCHEMA__SET_REQUEST__INIT;
+    Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
+    kv.key = S("big");
+    kv.value = B(big, sizeof big); /* past the index's inline limit */
+    sr.kvs = &pkv;
+    sr.n_kvs = 1;
+    FREE(rpc_ok(fx, "Set", &sr.base, &immudb__schema__tx_header__descriptor,
+                NULL)); /* tx 3 */
+  }
+  {
+    Immudb__Schema__ReferenceRequest rr =
+        IMMUDB__SCHEMA__REFERENCE_REQUEST__INIT;
+    rr.key = S("ref");
+    rr.referencedkey = S("small");
+    FREE(rpc_ok(fx, "SetReference", &rr.base,
+                &immudb__schema__tx_header__descriptor, NULL)); /* tx 4 */
+  }
+
+  /* answered on the loop: latest inline values, and errors found there */
+  expect_get(fx, "small", 0, 0, "v2", 2, 0);
+  c = get_call(fx, "absent", 0, 0, 0);
+  expect_status(c, IMMU_GRPC_UNKNOWN, "key not found");
+  assert_int_equal(c->ndefers, 0);
+  call_free(c);
+  c = get_call(fx, "small", 0, 0, 99);
+  expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "illegal arguments");
+  assert_int_equal(c->ndefers, 0);
+  call_free(c);
+  c = get_call(fx, "", 0, 0, 0);
+  expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "empty key");
+  assert_int_equal(c->ndefers, 0);
+  call_free(c);
+
+  /* moved to a worker: what needs the log or another lookup */
+  expect_get(fx, "small", 1, 0, "v1", 2, 1);  /* atTx */
+  expect_get(fx, "small", 0, 1, "v1", 2, 1);  /* atRevision */
+  expect_get(fx, "small", 0, -1, "v1", 2, 1); /* the previous one */
+  expect_get(fx, "big", 0, 0, big, sizeof big, 1);
+  expect_get(fx, "ref", 0, 0, "v2", 2, 1);
+  c = get_call(fx, "small", 99, 0, 0);
+  expect_status(c, IMMU_GRPC_UNKNOWN, "tx not found");
+  assert_int_equal(c->ndefers, 1);
   call_free(c);
 }
 
@@ -2975,6 +3101,7 @@ static void test_conv(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_get_inline, setup, teardown),
       cmocka_unit_test_setup_teardown(test_getall_scan_count_history, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_refs_zsets_execall, setup, teardown),
