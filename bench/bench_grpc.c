@@ -130,6 +130,7 @@ typedef struct grpc_opts {
   int keep;
   int quick;
   int thread_clients; /* raw cases: a blocking thread per worker */
+  unsigned client_loops; /* shared client I/O threads; 0 = one per conn */
 } grpc_opts;
 
 static void grpc_usage(FILE *f) {
@@ -179,6 +180,9 @@ static void grpc_usage(FILE *f) {
       "  --thread-clients     raw cases: one blocking thread per worker\n"
       "                       (default: event-driven, calls chained on\n"
       "                       the connections' I/O threads)\n"
+      "  --client-loops N     raw connections share N client I/O threads\n"
+      "                       (epoll; default 1); 0 = an I/O thread per\n"
+      "                       connection\n"
       "  --cases LIST         only these cases (comma-separated names)\n"
       "  --seed N             PRNG seed (default 1)\n"
       "  --quick              smoke run (~30 s): 1 s cases, 10000 keys\n"
@@ -218,6 +222,7 @@ static int parse_opts(int argc, char **argv, grpc_opts *o) {
   o->keys = 100000;
   o->load_batch = 1;
   o->streams = 1;
+  o->client_loops = 1;
   o->dir = "./bench-data";
   o->password = "immudb";
   o->seed = 1;
@@ -284,6 +289,11 @@ static int parse_opts(int argc, char **argv, grpc_opts *o) {
       NEED_VALUE();
       if (parse_clients(val, o))
         goto bad;
+    } else if (strcmp(a, "--client-loops") == 0) {
+      NEED_VALUE();
+      if (bench_parse_count(val, &v) || v > 64)
+        goto bad;
+      o->client_loops = (unsigned)v;
     } else if (strcmp(a, "--streams-per-conn") == 0) {
       NEED_VALUE();
       if (bench_parse_count(val, &v) || v < 1 || v > 128)
@@ -594,6 +604,8 @@ typedef struct ctx {
   char fs_type[32];
   char bearer[1024]; /* "Bearer <token>" */
   conn_pool pool;
+  immu__grpc_loop *loops[64]; /* --client-loops */
+  unsigned nloops;
   case_res *rs;
   size_t nrs, caprs;
   double load_s, load_index_s;
@@ -714,6 +726,10 @@ static int raw_connect(const ctx *c, immu__grpc_client **out, char *err,
   o.connect_timeout_ms = 10000;
   o.default_timeout_ms = CALL_TIMEOUT_MS;
   o.user_agent = "immubench";
+  if (c->nloops > 0) {
+    static atomic_uint next;
+    o.loop = c->loops[atomic_fetch_add(&next, 1) % c->nloops];
+  }
   int rc = immu__grpc_client_connect(&o, out, err, errcap);
   if (rc != 0 && err && errcap && !err[0])
     snprintf(err, errcap, "%s", immu_strerror(rc));
@@ -1991,12 +2007,20 @@ static void print_tables(const ctx *c, const bench_machine *m,
             c->port, c->server_version,
             c->srv_pid ? (snprintf(a, sizeof a, "%ld", c->srv_pid), a)
                        : "unknown");
+  char lbuf[64];
+  if (o->client_loops > 0)
+    snprintf(lbuf, sizeof lbuf, "raw connections on %u shared client I/O "
+             "thread(s)", o->client_loops);
+  else
+    snprintf(lbuf, sizeof lbuf, "an I/O thread per connection");
   fprintf(f,
           "load: %.1f s per case; %u stream(s) per connection; one call in "
-          "flight per worker (%s); 32 B keys, 128 B values; Set noWait=%s\n",
+          "flight per worker (%s; %s); 32 B keys, 128 B values; Set "
+          "noWait=%s\n",
           o->duration, o->streams,
           o->thread_clients ? "a thread per worker"
                             : "raw cases event-driven, no thread per worker",
+          lbuf,
           o->nowait ? "true" : "false");
   if (c->loaded)
     fprintf(f,
@@ -2175,6 +2199,7 @@ static void write_json(FILE *f, const ctx *c, const bench_machine *m,
     bench_json_uint(&j, NULL, o->clients[i]);
   bench_json_end_array(&j);
   bench_json_uint(&j, "streams_per_conn", o->streams);
+  bench_json_uint(&j, "client_loops", o->client_loops);
   bench_json_uint(&j, "keys", o->keys);
   bench_json_uint(&j, "key_bytes", KEY_LEN);
   bench_json_uint(&j, "value_bytes", VAL_LEN);
@@ -2316,6 +2341,13 @@ int bench_grpc_main(int argc, char **argv) {
   c.stop_status = -1;
   c.srv_hwm = NAN;
   int rc = 1, created_dir = 0;
+  for (unsigned i = 0; i < o.client_loops; i++) {
+    if (immu__grpc_loop_new(&c.loops[i]) != 0) {
+      fprintf(stderr, "immubench grpc: cannot start a client I/O loop\n");
+      goto out;
+    }
+    c.nloops++;
+  }
 
   if (o.address) {
     if (parse_hostport(o.address, c.host, sizeof c.host, &c.port) != 0) {
@@ -2431,6 +2463,8 @@ done:
 
 out:
   pool_free(&c.pool);
+  for (unsigned i = 0; i < c.nloops; i++)
+    immu__grpc_loop_free(c.loops[i]);
   if (c.child > 0)
     stop_server(&c);
   if (jf)

@@ -21,6 +21,14 @@
  *     is left "abandoned" for on_stream_close (or immu__grpc_client_free) to
  *     free; the borrowed request buffers are forgotten first, so nghttp2
  *     never reads them after the caller returned.
+ *   - shared loop (opts.loop): the same turn (produce, write, read, run the
+ *     asynchronous callbacks) driven by one epoll thread for many
+ *     connections. Wake-ups become "dirty" marks on the loop (an eventfd
+ *     write only from other threads, and only for the first mark since the
+ *     loop last drained it). A connection leaves the loop when it dies or
+ *     is freed; free waits until the loop thread no longer holds it (not
+ *     busy with it, not queued in the dirty list) under the loop's mutex.
+ *     Lock order: a connection's mu, then the loop's mu.
  *   - flow control: automatic WINDOW_UPDATE is off. DATA is consumed at
  *     once, except for a server-streaming call with more than
  *     stream_pending_max bytes of messages its caller has not taken yet:
@@ -40,6 +48,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -325,6 +335,14 @@ struct immu__grpc_client {
   int64_t default_timeout_ms;
   char *authority;
   char *user_agent;
+  /* Shared loop (NULL: own I/O thread). dirty_next and in_dirty are under
+   * loop->mu; io_done is written by the loop thread under loop->mu. */
+  immu__grpc_loop *loop;
+  immu__grpc_client *dirty_next;
+  int in_dirty;
+  int io_done;    /* the loop dropped the connection (dead or stopped) */
+  int ep_out;     /* EPOLLOUT requested (loop thread only) */
+  int io_started_turns; /* first turn done (loop thread only) */
   /* I/O thread only (and free() after the join) */
   bytes out;   /* bytes for the socket */
   bytes plain; /* TLS: frames to encrypt */
@@ -336,10 +354,57 @@ struct immu__grpc_client {
 /* call state changes (lock held)                                      */
 /* ------------------------------------------------------------------ */
 
+struct immu__grpc_loop {
+  int ep;  /* epoll */
+  int efd; /* eventfd: marks from other threads, and quit */
+  pthread_t th;
+  int th_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* busy / in_dirty / io_done changes, for free */
+  immu__grpc_client *dirty, **dirty_tail;
+  immu__grpc_client *busy; /* the connection the thread is working on */
+  int woken;               /* efd written and not drained yet */
+  int waiters;             /* frees waiting on cv */
+  int quit;
+};
+
+/* The loop whose thread is the calling thread, if any. */
+static __thread immu__grpc_loop *tl_loop;
+
+/* Queues |c| for a turn on its loop. Lock order: c->mu (if the caller
+ * holds it), then l->mu. */
+static void loop_mark(immu__grpc_loop *l, immu__grpc_client *c) {
+  int poke = 0;
+  pthread_mutex_lock(&l->mu);
+  if (!c->in_dirty && !c->io_done) {
+    c->in_dirty = 1;
+    c->dirty_next = NULL;
+    *l->dirty_tail = c;
+    l->dirty_tail = &c->dirty_next;
+    /* The loop thread runs the dirty list before it waits again. */
+    if (tl_loop != l && !l->woken) {
+      l->woken = 1;
+      poke = 1;
+    }
+  }
+  pthread_mutex_unlock(&l->mu);
+  if (poke) {
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+      n = write(l->efd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+  }
+}
+
 static void wake_io(immu__grpc_client *c) {
   if (c->wake_pending || c->dead)
     return;
   c->wake_pending = 1;
+  if (c->loop != NULL) {
+    loop_mark(c->loop, c);
+    return;
+  }
   ssize_t n;
   do {
     n = write(c->wake_wr, "w", 1);
@@ -972,6 +1037,7 @@ static int tls_encrypt(immu__grpc_client *c) {
     size_t n = bytes_pending(&c->plain);
     if (n > 65536)
       n = 65536;
+    ERR_clear_error();
     int w = SSL_write(c->ssl, c->plain.p + c->plain.off, (int)n);
     if (w <= 0)
       return IMMU_EPROTO;
@@ -1017,6 +1083,9 @@ static int feed(immu__grpc_client *c, const uint8_t *p, size_t n) {
  * or a negative code. */
 static int tls_drain(immu__grpc_client *c) {
   for (;;) {
+    /* SSL_get_error reads the thread's error queue: a shared loop thread
+     * may hold errors of another connection's failure. */
+    ERR_clear_error();
     int n = SSL_read(c->ssl, c->pbuf, (int)RBUF_SIZE);
     if (n > 0) {
       int rv = feed(c, c->pbuf, (size_t)n);
@@ -1112,6 +1181,68 @@ static void run_async(immu__grpc_client *c) {
   }
 }
 
+/* Returned by io_produce when the handle is stopping or dead: the I/O
+ * side leaves it. */
+#define IO_STOP 2
+
+/* One output turn, lock not held: produces frames and writes what the
+ * socket takes. Returns 0 (*more: frames were left unproduced at the cap;
+ * *out_left: bytes wait for the socket), IO_STOP, or a failure for
+ * io_fail (< 0, or 1 = closed by the server). */
+static int io_produce(immu__grpc_client *c, int *more, int *out_left) {
+  int rv;
+  pthread_mutex_lock(&c->mu);
+  if (c->stopping || c->dead) {
+    pthread_mutex_unlock(&c->mu);
+    return IO_STOP;
+  }
+  c->wake_pending = 0;
+  rv = produce(c);
+  *more = rv == 1;
+  if (*more)
+    rv = 0;
+  if (rv == 0 && !*more && !nghttp2_session_want_read(c->h2) &&
+      !nghttp2_session_want_write(c->h2) && bytes_pending(&c->plain) == 0)
+    rv = c->sent_error_goaway ? IMMU_EPROTO
+         : c->goaway_recv     ? 1
+                              : IMMU_EPROTO;
+  /* Cleartext: the socket is written under the lock, by us or by a
+   * caller sending its own request (send_inline). */
+  if (rv == 0 && !c->tls)
+    rv = flush_out(c);
+  *out_left = bytes_pending(&c->out) > 0;
+  pthread_mutex_unlock(&c->mu);
+  if (rv == 0 && c->tls) {
+    rv = tls_encrypt(c);
+    if (rv == 0)
+      rv = flush_out(c);
+    *out_left = bytes_pending(&c->out) > 0;
+  }
+  return rv;
+}
+
+/* The connection failed with |rv| (1: closed by the server): fail every
+ * call, say goodbye if possible, run the callbacks. */
+static void io_fail(immu__grpc_client *c, int rv) {
+  pthread_mutex_lock(&c->mu);
+  if (rv == 1) {
+    conn_fail(c, -ECONNRESET, "connection closed by the server");
+  } else {
+    conn_fail(c, rv, err_text(rv));
+  }
+  /* Best effort: a GOAWAY nghttp2 queued for the server. */
+  if (c->h2 != NULL && rv != 1)
+    (void)produce(c);
+  if (!c->tls)
+    (void)flush_out(c);
+  pthread_mutex_unlock(&c->mu);
+  if (c->tls) {
+    (void)tls_encrypt(c);
+    (void)flush_out(c);
+  }
+  run_async(c);
+}
+
 static void *io_main(void *arg) {
   immu__grpc_client *c = arg;
   int rv = 0;
@@ -1123,35 +1254,12 @@ static void *io_main(void *arg) {
   }
   for (;;) {
     char junk[64];
+    int more, out_left;
     while (read(c->wake_rd, junk, sizeof junk) > 0) {
     }
-    pthread_mutex_lock(&c->mu);
-    if (c->stopping || c->dead) {
-      pthread_mutex_unlock(&c->mu);
+    rv = io_produce(c, &more, &out_left);
+    if (rv == IO_STOP)
       break;
-    }
-    c->wake_pending = 0;
-    rv = produce(c);
-    int more = rv == 1;
-    if (more)
-      rv = 0;
-    if (rv == 0 && !more && !nghttp2_session_want_read(c->h2) &&
-        !nghttp2_session_want_write(c->h2) && bytes_pending(&c->plain) == 0)
-      rv = c->sent_error_goaway ? IMMU_EPROTO
-           : c->goaway_recv     ? 1
-                                : IMMU_EPROTO;
-    /* Cleartext: the socket is written under the lock, by us or by a
-     * caller sending its own request (send_inline). */
-    if (rv == 0 && !c->tls)
-      rv = flush_out(c);
-    int out_left = bytes_pending(&c->out) > 0;
-    pthread_mutex_unlock(&c->mu);
-    if (rv == 0 && c->tls) {
-      rv = tls_encrypt(c);
-      if (rv == 0)
-        rv = flush_out(c);
-      out_left = bytes_pending(&c->out) > 0;
-    }
     if (rv != 0)
       goto fail;
 
@@ -1182,24 +1290,201 @@ static void *io_main(void *arg) {
   return NULL;
 
 fail:
-  pthread_mutex_lock(&c->mu);
-  if (rv == 1) {
-    conn_fail(c, -ECONNRESET, "connection closed by the server");
-  } else {
-    conn_fail(c, rv, err_text(rv));
-  }
-  /* Best effort: a GOAWAY nghttp2 queued for the server. */
-  if (c->h2 != NULL && rv != 1)
-    (void)produce(c);
-  if (!c->tls)
-    (void)flush_out(c);
-  pthread_mutex_unlock(&c->mu);
-  if (c->tls) {
-    (void)tls_encrypt(c);
-    (void)flush_out(c);
-  }
-  run_async(c);
+  io_fail(c, rv);
   return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* shared loop                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Loop thread: |c| leaves the loop for good. */
+static void loop_drop(immu__grpc_loop *l, immu__grpc_client *c) {
+  (void)epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  pthread_mutex_lock(&l->mu);
+  c->io_done = 1;
+  if (l->waiters > 0)
+    pthread_cond_broadcast(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Loop thread: one turn of |c| (reads first when |readable|). Sets *again
+ * when frames were left unproduced at the output cap. */
+static void loop_turn(immu__grpc_loop *l, immu__grpc_client *c, int readable,
+                      int *again) {
+  int rv = 0, more = 0, out_left = 0;
+  if (c->io_done)
+    return;
+  if (!c->io_started_turns) {
+    c->io_started_turns = 1;
+    if (c->tls && (rv = tls_drain(c)) != 0)
+      goto fail;
+  }
+  if (readable) {
+    rv = do_read(c);
+    run_async(c);
+    if (rv != 0)
+      goto fail;
+  }
+  rv = io_produce(c, &more, &out_left);
+  if (rv == IO_STOP) {
+    loop_drop(l, c);
+    return;
+  }
+  if (rv != 0)
+    goto fail;
+  if (out_left != c->ep_out) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (out_left ? EPOLLOUT : 0);
+    ev.data.ptr = c;
+    if (epoll_ctl(l->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+      rv = -errno;
+      goto fail;
+    }
+    c->ep_out = out_left;
+  }
+  if (more && !out_left) {
+    loop_mark(l, c);
+    *again = 1;
+  }
+  return;
+fail:
+  io_fail(c, rv);
+  loop_drop(l, c);
+}
+
+/* Loop thread: marks the connection the thread works on (free waits for
+ * it to be released). */
+static void loop_set_busy(immu__grpc_loop *l, immu__grpc_client *c) {
+  pthread_mutex_lock(&l->mu);
+  l->busy = c;
+  if (c == NULL && l->waiters > 0)
+    pthread_cond_broadcast(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void *loop_main(void *arg) {
+  immu__grpc_loop *l = arg;
+  struct epoll_event ev[64];
+  int again = 0;
+  tl_loop = l;
+  for (;;) {
+    int n = epoll_wait(l->ep, ev, 64, again ? 0 : -1);
+    int quit;
+    again = 0;
+    if (n < 0)
+      n = 0; /* EINTR; nothing else can happen with a valid epoll fd */
+    for (int i = 0; i < n; i++) {
+      immu__grpc_client *c = ev[i].data.ptr;
+      if (c == NULL) {
+        uint64_t cnt;
+        ssize_t r = read(l->efd, &cnt, sizeof cnt);
+        (void)r;
+        pthread_mutex_lock(&l->mu);
+        l->woken = 0;
+        pthread_mutex_unlock(&l->mu);
+        continue;
+      }
+      loop_set_busy(l, c);
+      loop_turn(l, c, (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0,
+                &again);
+      loop_set_busy(l, NULL);
+    }
+    /* The dirty list as it is now; marks made while it runs wait for the
+     * next pass (a mark by this thread sets |again|). */
+    pthread_mutex_lock(&l->mu);
+    immu__grpc_client *list = l->dirty;
+    l->dirty = NULL;
+    l->dirty_tail = &l->dirty;
+    while (list != NULL) {
+      immu__grpc_client *c = list;
+      list = c->dirty_next;
+      c->dirty_next = NULL;
+      c->in_dirty = 0;
+      l->busy = c;
+      pthread_mutex_unlock(&l->mu);
+      loop_turn(l, c, 0, &again);
+      pthread_mutex_lock(&l->mu);
+      l->busy = NULL;
+      if (l->waiters > 0)
+        pthread_cond_broadcast(&l->cv);
+    }
+    if (l->dirty != NULL)
+      again = 1;
+    quit = l->quit;
+    pthread_mutex_unlock(&l->mu);
+    if (quit)
+      break;
+  }
+  return NULL;
+}
+
+int immu__grpc_loop_new(immu__grpc_loop **out) {
+  immu__grpc_loop *l;
+  struct epoll_event ev;
+  int rv;
+  *out = NULL;
+  l = immu__calloc(1, sizeof *l);
+  if (l == NULL)
+    return IMMU_ENOMEM;
+  l->ep = l->efd = -1;
+  l->dirty_tail = &l->dirty;
+  if (pthread_mutex_init(&l->mu, NULL) != 0) {
+    immu__free(l);
+    return IMMU_ENOMEM;
+  }
+  if (pthread_cond_init(&l->cv, NULL) != 0) {
+    pthread_mutex_destroy(&l->mu);
+    immu__free(l);
+    return IMMU_ENOMEM;
+  }
+  l->ep = epoll_create1(EPOLL_CLOEXEC);
+  l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (l->ep < 0 || l->efd < 0) {
+    rv = -errno;
+    goto fail;
+  }
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.ptr = NULL;
+  if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->efd, &ev) != 0) {
+    rv = -errno;
+    goto fail;
+  }
+  if (pthread_create(&l->th, NULL, loop_main, l) != 0) {
+    rv = IMMU_ENOMEM;
+    goto fail;
+  }
+  l->th_started = 1;
+  *out = l;
+  return 0;
+fail:
+  immu__grpc_loop_free(l);
+  return rv;
+}
+
+void immu__grpc_loop_free(immu__grpc_loop *l) {
+  if (l == NULL)
+    return;
+  if (l->th_started) {
+    uint64_t one = 1;
+    ssize_t n;
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_mutex_unlock(&l->mu);
+    do {
+      n = write(l->efd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    pthread_join(l->th, NULL);
+  }
+  if (l->ep >= 0)
+    close(l->ep);
+  if (l->efd >= 0)
+    close(l->efd);
+  pthread_cond_destroy(&l->cv);
+  pthread_mutex_destroy(&l->mu);
+  immu__free(l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1531,14 +1816,16 @@ int immu__grpc_client_connect(const immu__grpc_client_opts *o,
     rv = IMMU_ENOMEM;
     goto fail;
   }
-  int pfd[2];
-  if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0) {
-    rv = -errno;
-    errf(errbuf, errlen, "pipe: %s", immu_strerror(rv));
-    goto fail;
+  if (o->loop == NULL) {
+    int pfd[2];
+    if (pipe2(pfd, O_NONBLOCK | O_CLOEXEC) != 0) {
+      rv = -errno;
+      errf(errbuf, errlen, "pipe: %s", immu_strerror(rv));
+      goto fail;
+    }
+    c->wake_rd = pfd[0];
+    c->wake_wr = pfd[1];
   }
-  c->wake_rd = pfd[0];
-  c->wake_wr = pfd[1];
 
   if (c->tls && (rv = tls_setup(c, o, errbuf, errlen)) != 0)
     goto fail;
@@ -1550,11 +1837,27 @@ int immu__grpc_client_connect(const immu__grpc_client_opts *o,
   if ((rv = h2_setup(c)) != 0)
     goto fail;
 
-  if (pthread_create(&c->io, NULL, io_main, c) != 0) {
-    rv = IMMU_ENOMEM;
-    goto fail;
+  if (o->loop != NULL) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = c;
+    c->loop = o->loop;
+    if (epoll_ctl(c->loop->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+      rv = -errno;
+      c->loop = NULL;
+      errf(errbuf, errlen, "epoll: %s", immu_strerror(rv));
+      goto fail;
+    }
+    c->io_started = 1;
+    loop_mark(c->loop, c); /* the preface and SETTINGS */
+  } else {
+    if (pthread_create(&c->io, NULL, io_main, c) != 0) {
+      rv = IMMU_ENOMEM;
+      goto fail;
+    }
+    c->io_started = 1;
   }
-  c->io_started = 1;
 
   pthread_mutex_lock(&c->mu);
   while (!c->got_settings && !c->dead) {
@@ -1587,7 +1890,21 @@ fail:
 void immu__grpc_client_free(immu__grpc_client *c) {
   if (c == NULL)
     return;
-  if (c->io_started) {
+  if (c->io_started && c->loop != NULL) {
+    /* The loop drops a stopping connection at its next turn; wait until
+     * its thread holds no reference to it any more. */
+    immu__grpc_loop *l = c->loop;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = 1;
+    pthread_mutex_unlock(&c->mu);
+    loop_mark(l, c); /* nothing if it was dropped already */
+    pthread_mutex_lock(&l->mu);
+    l->waiters++;
+    while (!c->io_done || c->in_dirty || l->busy == c)
+      pthread_cond_wait(&l->cv, &l->mu);
+    l->waiters--;
+    pthread_mutex_unlock(&l->mu);
+  } else if (c->io_started) {
     pthread_mutex_lock(&c->mu);
     c->stopping = 1;
     c->wake_pending = 0;

@@ -94,6 +94,19 @@ enum immu__grpc_code {
 
 typedef struct immu__grpc_client immu__grpc_client;
 
+/* A shared I/O thread for many connections (epoll): a connection made
+ * with opts.loop set is driven by the loop's thread instead of one of its
+ * own, so one thread serves them all and wakes once for every batch of
+ * replies instead of once per reply per connection. Callbacks of
+ * asynchronous calls then run on the loop's thread. */
+typedef struct immu__grpc_loop immu__grpc_loop;
+
+/* Starts a loop thread. Returns 0, IMMU_ENOMEM or -errno. */
+int immu__grpc_loop_new(immu__grpc_loop **out);
+/* Stops and joins the thread. Every connection on the loop must have been
+ * freed first. NULL allowed. */
+void immu__grpc_loop_free(immu__grpc_loop *l);
+
 /* Connection settings. Strings are borrowed for the duration of
  * immu__grpc_client_connect only. Zero-initialise, then set what you need:
  * every zero field means its default. */
@@ -118,6 +131,9 @@ typedef struct immu__grpc_client_opts {
   int connect_timeout_ms;     /* TCP + TLS + first SETTINGS; 0 = 10 s */
   int64_t default_timeout_ms; /* calls with timeout_ms == 0; 0 = none */
   const char *user_agent;     /* NULL = "immudb-c/<version>" */
+  /* NULL = the connection gets its own I/O thread; else the loop's thread
+   * drives it. The loop must outlive the connection. */
+  immu__grpc_loop *loop;
 } immu__grpc_client_opts;
 
 /* One metadata entry of a request. Keys must be lower case
@@ -196,7 +212,9 @@ int immu__grpc_client_connect(const immu__grpc_client_opts *opts,
 
 /* Stops the I/O thread, closes the connection (best-effort GOAWAY and TLS
  * close_notify) and frees the handle. NULL allowed. No call may be running
- * on |c| (calls that gave up on their own are fine). */
+ * on |c| (calls that gave up on their own are fine). On a shared loop it
+ * waits for the loop's thread to let go of |c|: never call it from that
+ * thread (an asynchronous callback). */
 void immu__grpc_client_free(immu__grpc_client *c);
 
 /* 1 while the connection accepts new calls, 0 once it failed, was closed

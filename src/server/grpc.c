@@ -27,7 +27,11 @@
  *     trailers, then writes each touched connection once.
  *   - Cleartext sockets are written directly after producing frames
  *     (conn_write_now); the bufferevent's write event is armed only when the
- *     socket is full. TLS connections write through bufferevent_openssl.
+ *     socket is full. They are also read directly (conn_rawreadcb: one
+ *     recv into the loop's buffer, no FIONREAD ioctl and no copy into an
+ *     evbuffer); input left over when reading pauses waits in c->held,
+ *     which is always drained first. TLS
+ *     connections read and write through bufferevent_openssl.
  *   - Back-pressure: send waits on call->cv while more than OUT_HIGH_WATER
  *     bytes are queued; the data provider (loop) signals as it drains.
  *   - A call is reference counted: one reference for the loop (dropped when
@@ -131,6 +135,8 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 #define CONN_OUT_LOW ((size_t)256 << 10)
 /* Input is fed to nghttp2 in slices so that a pause takes effect soon. */
 #define RECV_SLICE ((size_t)4096)
+/* One recv of a cleartext connection (the loop's buffer). */
+#define RAW_READ ((size_t)64 << 10)
 /* SETTINGS_MAX_HEADER_LIST_SIZE (name + value + 32 per field). */
 #define HDR_LIST_MAX ((size_t)64 << 10)
 /* A peer sending this much header data past the limit is dropped. */
@@ -268,6 +274,9 @@ struct conn {
   int dirty;
   conn *dirty_next;
   int wr_on; /* cleartext: EV_WRITE enabled because output is left over */
+  struct event *rd_ev; /* cleartext: read readiness (conn_rawreadcb) */
+  struct evbuffer *held; /* cleartext: input read but held by a pause (a
+                            bufferevent's own input cannot be added to) */
 };
 
 struct immu_grpc_server {
@@ -318,6 +327,7 @@ struct immu_grpc_server {
    * the workers in one go by flush_ev. */
   immu_grpc_call *batch_head, *batch_tail;
   struct event *flush_ev;
+  uint8_t *rbuf; /* RAW_READ bytes: cleartext reads (loop thread) */
   size_t *mtab; /* hash of method paths: index + 1, 0 = empty */
   size_t mtab_mask;
 };
@@ -902,6 +912,10 @@ static void conn_free(conn *c) {
     k = nx;
   }
   nghttp2_session_del(c->h2);
+  if (c->rd_ev != NULL)
+    event_free(c->rd_ev);
+  if (c->held != NULL)
+    evbuffer_free(c->held);
   if (c->bev != NULL)
     bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
   if (c->timer != NULL)
@@ -995,7 +1009,11 @@ static void conn_start_drain(conn *c) {
   c->state = CONN_DRAIN;
   c->drain_deadline_ms = now_ms() + DRAIN_TIMEOUT_MS;
   bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-  bufferevent_enable(c->bev, EV_READ); /* read and discard */
+  /* read and discard */
+  if (c->rd_ev == NULL)
+    bufferevent_enable(c->bev, EV_READ);
+  else if (!c->reading)
+    event_add(c->rd_ev, NULL);
   c->reading = 1;
   conn_arm_timer(c);
 }
@@ -1032,6 +1050,11 @@ static int conn_check(conn *c) {
   return 0;
 }
 
+/* Where input waits to be fed to nghttp2. */
+static struct evbuffer *conn_input(conn *c) {
+  return c->held != NULL ? c->held : bufferevent_get_input(c->bev);
+}
+
 /* Pauses reading while more handlers run for this connection than it may
  * have open streams (only possible when reset streams still have running
  * handlers): the rapid-reset mitigation of gRPC-Go. */
@@ -1043,16 +1066,27 @@ static void conn_update_read(conn *c) {
   want = c->busy <= s->cfg.max_concurrent_streams;
   if (want && !c->reading) {
     c->reading = 1;
-    bufferevent_enable(c->bev, EV_READ);
+    if (c->rd_ev != NULL) {
+      event_add(c->rd_ev, NULL);
+      /* Input read before the pause may be all there is: the socket
+       * itself may never become readable again. */
+      if (evbuffer_get_length(conn_input(c)) > 0)
+        event_active(c->rd_ev, EV_READ, 0);
+    } else {
+      bufferevent_enable(c->bev, EV_READ);
+    }
   } else if (!want && c->reading) {
     c->reading = 0;
-    bufferevent_disable(c->bev, EV_READ);
+    if (c->rd_ev != NULL)
+      event_del(c->rd_ev);
+    else
+      bufferevent_disable(c->bev, EV_READ);
   }
 }
 
 /* Feeds buffered input to nghttp2. Returns 1 if |c| was freed. */
 static int conn_process_input(conn *c) {
-  struct evbuffer *in = bufferevent_get_input(c->bev);
+  struct evbuffer *in = conn_input(c);
   size_t len;
   while ((len = evbuffer_get_length(in)) > 0) {
     size_t n = len < RECV_SLICE ? len : RECV_SLICE;
@@ -1092,6 +1126,76 @@ static void conn_readcb(struct bufferevent *bev, void *arg) {
   }
   if (conn_process_input(c))
     return;
+  conn_check(c);
+}
+
+/* Cleartext: reads what the socket has straight into the loop's buffer and
+ * feeds nghttp2 in RECV_SLICE slices, as conn_process_input does. If
+ * reading pauses midway, the rest goes to c->held, which
+ * conn_process_input drains first when reading resumes (and before newer
+ * bytes, here, if any are there). */
+static void conn_rawreadcb(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  immu_grpc_server *s = c->srv;
+  struct evbuffer *in = c->held;
+  const uint8_t *p = s->rbuf;
+  ssize_t n;
+  size_t left;
+  (void)what;
+  do {
+    n = recv(fd, s->rbuf, RAW_READ, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    /* Activated by conn_update_read for input held over a pause. */
+    if (c->state == CONN_OPEN && c->reading && evbuffer_get_length(in) > 0 &&
+        conn_process_input(c) == 0)
+      conn_check(c);
+    return;
+  }
+  if (n <= 0) {
+    if (n < 0)
+      slog(s, LOG_DEBUG, "peer %s: recv: %s", c->peer_ip, strerror(errno));
+    conn_free(c);
+    return;
+  }
+  c->last_active_ms = now_ms();
+  if (c->state != CONN_OPEN)
+    return; /* draining or lingering: input is dropped, as conn_readcb */
+  left = (size_t)n;
+  if (evbuffer_get_length(in) > 0) {
+    /* Older bytes wait there: keep the order. */
+    if (evbuffer_add(in, p, left) != 0) {
+      conn_free(c);
+      return;
+    }
+    if (conn_process_input(c))
+      return;
+    conn_check(c);
+    return;
+  }
+  while (left > 0) {
+    size_t k = left < RECV_SLICE ? left : RECV_SLICE;
+    ssize_t r;
+    if (c->state != CONN_OPEN || !nghttp2_session_want_read(c->h2))
+      break; /* dropped, as conn_process_input does */
+    if (!c->reading) {
+      if (evbuffer_add(in, p, left) != 0) {
+        conn_free(c);
+        return;
+      }
+      break;
+    }
+    r = nghttp2_session_mem_recv(c->h2, p, k);
+    if (r < 0) {
+      slog(s, r == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? LOG_DEBUG : LOG_WARN,
+           "peer %s: closing connection: %s", c->peer_ip,
+           nghttp2_strerror((int)r));
+      conn_free(c);
+      return;
+    }
+    p += r;
+    left -= (size_t)r;
+  }
   conn_check(c);
 }
 
@@ -1702,10 +1806,17 @@ static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
   bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
   bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
   /* Cleartext output goes out through conn_write_now; a new bufferevent
-   * has EV_WRITE enabled, which would arm the write event on every add. */
-  if (!c->tls)
-    bufferevent_disable(c->bev, EV_WRITE);
-  if (bufferevent_enable(c->bev, c->tls ? EV_READ | EV_WRITE : EV_READ) != 0) {
+   * has EV_WRITE enabled, which would arm the write event on every add.
+   * Cleartext input comes through rd_ev (conn_rawreadcb). */
+  if (!c->tls) {
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    c->rd_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_rawreadcb, c);
+    c->held = evbuffer_new();
+    if (c->rd_ev == NULL || c->held == NULL || event_add(c->rd_ev, NULL) != 0) {
+      conn_free(c);
+      return;
+    }
+  } else if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
     conn_free(c);
     return;
   }
@@ -1827,7 +1938,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
     dirty = c->dirty_next;
     c->dirty = 0;
     if (c->state == CONN_OPEN && c->reading &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 &&
+        evbuffer_get_length(conn_input(c)) > 0 &&
         conn_process_input(c))
       continue;
     conn_check(c);
@@ -2216,7 +2327,8 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
   }
 
   s->base = event_base_new();
-  if (s->base == NULL) {
+  s->rbuf = immu__malloc(RAW_READ);
+  if (s->base == NULL || s->rbuf == NULL) {
     rc = IMMU_ENOMEM;
     set_errmsg(errmsg, "event_base_new failed");
     goto fail;
@@ -2356,6 +2468,7 @@ void immu_grpc_server_free(immu_grpc_server *s) {
     event_free(s->lis_retry);
   if (s->base != NULL)
     event_base_free(s->base);
+  immu__free(s->rbuf);
   if (s->stop_pipe[0] >= 0)
     close(s->stop_pipe[0]);
   if (s->stop_pipe[1] >= 0)

@@ -162,8 +162,9 @@ struct immu_index {
 static int err_code(const char *err) {
   if (strncmp(err, "Corruption", 10) == 0)
     return IMMU_ECORRUPT;
-  /* Only from ro_mem: the answer is not in the memtables or the cache. */
-  if (strncmp(err, "Incomplete", 10) == 0)
+  /* Only from ro_mem (Status::Incomplete): the answer is not in the
+   * memtables or the cache. */
+  if (strncmp(err, "Result incomplete", 17) == 0)
     return IMMU_EWOULDBLOCK;
   return -EIO;
 }

@@ -711,9 +711,14 @@ typedef struct fx {
   immu__grpc_client *cli;
 } fx;
 
+/* NULL: every connection has its own I/O thread; else the one shared loop
+ * every connection of the second run of the tests uses. */
+static immu__grpc_loop *g_loop;
+
 static immu__grpc_client *connect_plain(int port, size_t max_recv) {
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "127.0.0.1";
   o.port = port;
   o.max_recv_msg_size = max_recv;
@@ -1019,6 +1024,7 @@ static void test_deadline(void **state) {
   /* the handle's default deadline */
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "localhost";
   o.port = f->srv->port;
   o.default_timeout_ms = 200;
@@ -1463,6 +1469,7 @@ static void test_not_http2(void **state) {
   tsrv *s = srv_start(MODE_GARBAGE, NULL);
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "127.0.0.1";
   o.port = s->port;
   o.connect_timeout_ms = 5000;
@@ -1482,6 +1489,7 @@ static void test_silent_server(void **state) {
   tsrv *s = srv_start(MODE_SILENT, NULL);
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "127.0.0.1";
   o.port = s->port;
   o.connect_timeout_ms = 300;
@@ -1508,6 +1516,7 @@ static void test_refused(void **state) {
   close(fd);
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "127.0.0.1";
   o.port = port;
   immu__grpc_client *c = NULL;
@@ -1627,6 +1636,7 @@ static int tls_connect(int port, const pki *p, const char *host,
                        immu__grpc_client **out) {
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = host;
   o.port = port;
   o.tls = 1;
@@ -1682,6 +1692,7 @@ static void test_tls(void **state) {
   /* a cleartext client on a TLS port fails cleanly */
   immu__grpc_client_opts o;
   memset(&o, 0, sizeof o);
+  o.loop = g_loop;
   o.host = "127.0.0.1";
   o.port = s->port;
   o.connect_timeout_ms = 2000;
@@ -1713,6 +1724,7 @@ static void test_tls(void **state) {
   /* unreadable client certificate */
   immu__grpc_client_opts o2;
   memset(&o2, 0, sizeof o2);
+  o2.loop = g_loop;
   o2.host = "127.0.0.1";
   o2.port = 1;
   o2.tls = 1;
@@ -1746,5 +1758,13 @@ int main(void) {
       cmocka_unit_test(test_refused),
       cmocka_unit_test(test_tls),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests_name("own I/O thread", tests, NULL, NULL);
+  /* The same tests, every connection driven by one shared loop. */
+  if (immu__grpc_loop_new(&g_loop) != 0) {
+    fprintf(stderr, "immu__grpc_loop_new failed\n");
+    return 1;
+  }
+  failed += cmocka_run_group_tests_name("shared loop", tests, NULL, NULL);
+  immu__grpc_loop_free(g_loop);
+  return failed;
 }

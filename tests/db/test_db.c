@@ -1951,6 +1951,84 @@ static void test_reopen(void **state) {
   expect_latest(fx->db, "after", "restart", 0);
 }
 
+/* immu_db_get_cached: immu_db_get's answer from memory, IMMU_EWOULDBLOCK
+ * exactly when it would need the disk, a wait or another lookup. */
+static void expect_cached(immu_db *db, const immu_db_key_req *r, const char *v) {
+  immu_db_entry e;
+  OK(immu_db_get_cached(db, r, &e));
+  assert_bytes(e.value, e.value_len, v);
+  immu_db_entry_clear(&e);
+}
+
+static void expect_cached_rc(immu_db *db, const immu_db_key_req *r, int rc) {
+  immu_db_entry e;
+  assert_rc(immu_db_get_cached(db, r, &e), rc);
+  assert_null(e.value);
+}
+
+static void test_get_cached(void **state) {
+  fixture *fx = *state;
+  enum { NK = 3000 };
+  static char big[4096];
+  immu_db_kv *kvs = calloc(NK, sizeof *kvs);
+  char (*keys)[8] = calloc(NK, sizeof *keys);
+  immu_db_key_req q;
+  immu_tx_header h;
+  uint64_t t1;
+
+  assert_non_null(kvs);
+  assert_non_null(keys);
+  /* Enough rows for several data blocks of the index's latest family. */
+  for (int i = 0; i < NK; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%04d", i);
+    kvs[i] = (immu_db_kv){U8(keys[i]), 5, U8("a value of a key, inline"), 24};
+  }
+  for (int i = 0; i < NK; i += 1000)
+    OK(immu_db_set(fx->db, kvs + i, 1000, 0, &h));
+  memset(big, 'b', sizeof big);
+  big[sizeof big - 1] = '\0';
+  t1 = put(fx->db, "small", "one");
+  put(fx->db, "small", "two");
+  put(fx->db, "big", big);
+  ref(fx->db, "ref", "small", 0);
+
+  q = kreq("small");
+  expect_cached(fx->db, &q, "two");
+  q = kreq("k0000");
+  expect_cached(fx->db, &q, "a value of a key, inline");
+  q = kreq("absent");
+  expect_cached_rc(fx->db, &q, IMMU_ENOTFOUND);
+  assert_msg("key not found");
+  q = kreq("");
+  expect_cached_rc(fx->db, &q, IMMU_EINVAL);
+  q = kreq("small");
+  q.since_tx = last_tx(fx->db) + 1;
+  expect_cached_rc(fx->db, &q, IMMU_EINVAL);
+  /* what needs the log or a second lookup */
+  q = kreq("small");
+  q.at_tx = t1;
+  expect_cached_rc(fx->db, &q, IMMU_EWOULDBLOCK);
+  q = kreq("small");
+  q.at_revision = 1;
+  expect_cached_rc(fx->db, &q, IMMU_EWOULDBLOCK);
+  q = kreq("big");
+  expect_cached_rc(fx->db, &q, IMMU_EWOULDBLOCK);
+  q = kreq("ref");
+  expect_cached_rc(fx->db, &q, IMMU_EWOULDBLOCK);
+
+  /* A cold block cache after a reopen: the first data block is on disk
+   * only, until a blocking read brings it in. */
+  OK(immu_db_flush_index(fx->db));
+  OK(immu_db_compact_index(fx->db));
+  reopen(fx);
+  q = kreq("k0000");
+  expect_cached_rc(fx->db, &q, IMMU_EWOULDBLOCK);
+  expect_latest(fx->db, "k0000", "a value of a key, inline", h.id - 2);
+  expect_cached(fx->db, &q, "a value of a key, inline");
+  free(kvs);
+  free(keys);
+}
+
 static void test_shared_env(void **state) {
   fixture *fx = *state;
   immu_store_env *env;
@@ -2192,6 +2270,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_verifiable_tx_ref_zadd, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_oom, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_get_cached, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shared_env, setup, teardown),
       cmocka_unit_test_setup_teardown(test_set_async, setup, teardown),
