@@ -180,6 +180,8 @@ static const opt OPTS[] = {
      INT_MAX, "60s", "duration", "pause between two consistency check passes"},
     {"shutdown-grace", 0, T_DUR, 0, F(shutdown_grace_s), 0, 3600, "10s",
      "duration", "how long in-flight calls may run on shutdown"},
+    {"io-threads", 0, T_INT, 0, F(io_threads), 0, 64, "0", "int",
+     "gRPC network threads (0 = one per core, at most 4)"},
 
     /* immudb settings accepted for compatibility, without effect. */
     {"network", 0, T_IGN_STR, 0, NOFIELD, 0, 0, "tcp", "", NULL},

@@ -328,6 +328,16 @@ struct immu_grpc_server {
   immu_grpc_call *batch_head, *batch_tail;
   struct event *flush_ev;
   uint8_t *rbuf; /* RAW_READ bytes: cleartext reads (loop thread) */
+  /* More loops (immu_grpc_server_add_peer): the listener's owner deals
+   * accepted sockets to itself and its peers in turn (loop thread). */
+  immu_grpc_server **peers;
+  size_t npeers;
+  size_t next_peer;
+  /* Sockets handed over by the owner, for this loop (adopt_mu). */
+  pthread_mutex_t adopt_mu;
+  struct adopted *adopt_head, *adopt_tail;
+  struct event *adopt_ev;
+  int adopt_mu_ok;
   size_t *mtab; /* hash of method paths: index + 1, 0 = empty */
   size_t mtab_mask;
 };
@@ -1726,13 +1736,76 @@ static void on_accept_error(struct evconnlistener *lis, void *arg) {
   timer_arm_ms(s->lis_retry, 100);
 }
 
+/* A connection accepted by another loop's listener. */
+typedef struct adopted {
+  struct adopted *next;
+  evutil_socket_t fd;
+  struct sockaddr_storage sa;
+} adopted;
+
+static void accept_conn(immu_grpc_server *s, evutil_socket_t fd,
+                        struct sockaddr *sa);
+
+/* Owner's loop: queues |fd| for |p|'s loop (event_active is thread-safe:
+ * evthread_use_pthreads). */
+static void hand_over(immu_grpc_server *p, evutil_socket_t fd,
+                      const struct sockaddr *sa, int salen) {
+  adopted *a = immu__calloc(1, sizeof *a);
+  if (a == NULL) {
+    evutil_closesocket(fd);
+    return;
+  }
+  a->fd = fd;
+  if (salen > 0)
+    memcpy(&a->sa, sa,
+           (size_t)salen < sizeof a->sa ? (size_t)salen : sizeof a->sa);
+  pthread_mutex_lock(&p->adopt_mu);
+  if (p->adopt_tail != NULL)
+    p->adopt_tail->next = a;
+  else
+    p->adopt_head = a;
+  p->adopt_tail = a;
+  pthread_mutex_unlock(&p->adopt_mu);
+  event_active(p->adopt_ev, EV_READ, 0);
+}
+
+/* Peer's loop: serves the sockets handed over. */
+static void adopt_cb(evutil_socket_t fd, short what, void *arg) {
+  immu_grpc_server *s = arg;
+  adopted *a;
+  (void)fd;
+  (void)what;
+  pthread_mutex_lock(&s->adopt_mu);
+  a = s->adopt_head;
+  s->adopt_head = s->adopt_tail = NULL;
+  pthread_mutex_unlock(&s->adopt_mu);
+  while (a != NULL) {
+    adopted *nx = a->next;
+    accept_conn(s, a->fd, (struct sockaddr *)&a->sa);
+    immu__free(a);
+    a = nx;
+  }
+}
+
 static void on_accept(struct evconnlistener *lis, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg) {
   immu_grpc_server *s = arg;
+  size_t turn;
+  (void)lis;
+  if (s->npeers > 0 && !s->stopping) {
+    turn = s->next_peer++ % (s->npeers + 1);
+    if (turn > 0) {
+      hand_over(s->peers[turn - 1], fd, sa, salen);
+      return;
+    }
+  }
+  accept_conn(s, fd, sa);
+}
+
+static void accept_conn(immu_grpc_server *s, evutil_socket_t fd,
+                        struct sockaddr *sa) {
   conn *c;
   int one = 1;
-  (void)lis;
-  (void)salen;
 
   if (s->stopping) {
     evutil_closesocket(fd);
@@ -2358,9 +2431,19 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
     set_errmsg(errmsg, "event_new failed");
     goto fail;
   }
-  rc = bind_listener(s, errmsg);
-  if (rc != 0)
+  s->adopt_ev = event_new(s->base, -1, 0, adopt_cb, s);
+  if (s->adopt_ev == NULL ||
+      pthread_mutex_init(&s->adopt_mu, NULL) != 0) {
+    rc = IMMU_ENOMEM;
+    set_errmsg(errmsg, "event_new failed");
     goto fail;
+  }
+  s->adopt_mu_ok = 1;
+  if (!s->cfg.no_listen) {
+    rc = bind_listener(s, errmsg);
+    if (rc != 0)
+      goto fail;
+  }
 
   s->threads = immu__calloc((size_t)s->cfg.workers, sizeof *s->threads);
   if (s->threads == NULL) {
@@ -2387,6 +2470,19 @@ fail:
 
 int immu_grpc_server_port(const immu_grpc_server *s) {
   return s->port;
+}
+
+int immu_grpc_server_add_peer(immu_grpc_server *s, immu_grpc_server *peer) {
+  immu_grpc_server **np;
+  if (s == NULL || peer == NULL || s == peer || s->lis == NULL ||
+      !peer->cfg.no_listen)
+    return IMMU_EINVAL;
+  np = immu__realloc(s->peers, (s->npeers + 1) * sizeof *np);
+  if (np == NULL)
+    return IMMU_ENOMEM;
+  np[s->npeers++] = peer;
+  s->peers = np;
+  return 0;
 }
 
 int immu_grpc_server_run(immu_grpc_server *s) {
@@ -2451,6 +2547,17 @@ void immu_grpc_server_free(immu_grpc_server *s) {
 
   if (s->lis != NULL)
     evconnlistener_free(s->lis);
+  while (s->adopt_head != NULL) { /* handed over after this loop ended */
+    adopted *a = s->adopt_head;
+    s->adopt_head = a->next;
+    evutil_closesocket(a->fd);
+    immu__free(a);
+  }
+  if (s->adopt_ev != NULL)
+    event_free(s->adopt_ev);
+  if (s->adopt_mu_ok)
+    pthread_mutex_destroy(&s->adopt_mu);
+  immu__free(s->peers);
   if (s->wake_ev != NULL)
     event_free(s->wake_ev);
   if (s->efd_ev != NULL)

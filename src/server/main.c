@@ -309,11 +309,31 @@ static void chk_result(void *arg, const char *db, int ok, time_t when) {
 
 typedef struct sig_ctx {
   sigset_t set;
-  immu_grpc_server *grpc;
+  immu_grpc_server **grpc; /* every I/O loop */
+  int ngrpc;
   immu_checker *checker;
   int grace_s;
   atomic_int exiting;
 } sig_ctx;
+
+/* Network threads: --io-threads, or one per core up to 4. */
+#define IO_THREADS_MAX 64
+static int io_threads(const immu_cfg *c) {
+  long n = c->io_threads;
+  if (n <= 0) {
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n > 4)
+      n = 4;
+  }
+  if (n < 1)
+    n = 1;
+  return n > IO_THREADS_MAX ? IO_THREADS_MAX : (int)n;
+}
+
+static void *io_main(void *arg) {
+  immu_grpc_server_run(arg);
+  return NULL;
+}
 
 static void *signal_main(void *arg) {
   sig_ctx *s = arg;
@@ -330,12 +350,14 @@ static void *signal_main(void *arg) {
         immu_log(IMMU_LOG_INFO, COMP,
                  "received %s: shutting down (in-flight calls get %ds)",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT", s->grace_s);
-        immu_grpc_server_stop(s->grpc, s->grace_s);
+        for (int i = 0; i < s->ngrpc; i++)
+          immu_grpc_server_stop(s->grpc[i], s->grace_s);
       } else {
         immu_log(IMMU_LOG_WARN, COMP,
                  "received %s again: stopping without waiting",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        immu_grpc_server_stop(s->grpc, 0);
+        for (int i = 0; i < s->ngrpc; i++)
+          immu_grpc_server_stop(s->grpc[i], 0);
       }
       break;
     case SIGHUP:
@@ -383,6 +405,10 @@ int main(int argc, char **argv) {
   immu_server *srv = NULL;
   immu_metrics *metrics = NULL;
   immu_grpc_server *grpc = NULL;
+  /* grpcs[0] = grpc (the listener); the others are its peers. */
+  immu_grpc_server *grpcs[IO_THREADS_MAX] = {NULL};
+  pthread_t io_thr[IO_THREADS_MAX];
+  int nio = 1, io_started = 0;
   immu_checker *checker = NULL;
   sig_ctx sigs;
   pthread_t sig_thread;
@@ -550,6 +576,14 @@ int main(int argc, char **argv) {
   immu_server_methods(srv, &methods, &nmethods);
   for (size_t i = 0; metrics != NULL && i < nmethods; i++)
     immu_metrics_register_method(metrics, methods[i].path);
+  nio = io_threads(&cfg);
+  if (nio > 1) {
+    /* Each loop gets its share of the workers and of the connection cap
+     * (the listener deals connections out in turn). */
+    int w = gc.workers / nio, mc = (gc.max_connections + nio - 1) / nio;
+    gc.workers = w < 16 ? 16 : w;
+    gc.max_connections = mc;
+  }
   rc = immu_grpc_server_new(&gc, methods, nmethods, &grpc, &err);
   if (rc != 0) {
     startup_error("cannot start the gRPC server: %s",
@@ -557,6 +591,21 @@ int main(int argc, char **argv) {
     immu__free(err);
     err = NULL;
     goto out_metrics;
+  }
+  grpcs[0] = grpc;
+  for (int i = 1; i < nio; i++) {
+    immu_grpc_config pc = gc;
+    pc.no_listen = 1;
+    rc = immu_grpc_server_new(&pc, methods, nmethods, &grpcs[i], &err);
+    if (rc == 0)
+      rc = immu_grpc_server_add_peer(grpc, grpcs[i]);
+    if (rc != 0) {
+      startup_error("cannot start gRPC I/O loop %d: %s", i + 1,
+                    err != NULL ? err : immu_strerror(rc));
+      immu__free(err);
+      err = NULL;
+      goto out_grpc;
+    }
   }
 
   /* --- metrics/health HTTP server --- */
@@ -596,7 +645,8 @@ int main(int argc, char **argv) {
   }
 
   /* --- signals --- */
-  sigs.grpc = grpc;
+  sigs.grpc = grpcs;
+  sigs.ngrpc = nio;
   sigs.checker = checker;
   sigs.grace_s = cfg.shutdown_grace_s;
   atomic_init(&sigs.exiting, 0);
@@ -613,7 +663,20 @@ int main(int argc, char **argv) {
                            : "TLS");
   report_ready();
 
+  for (io_started = 1; io_started < nio; io_started++) {
+    perr = pthread_create(&io_thr[io_started], NULL, io_main, grpcs[io_started]);
+    if (perr != 0) {
+      immu_log(IMMU_LOG_WARN, COMP, "cannot start gRPC I/O thread %d: %s",
+               io_started + 1, strerror(perr));
+      break;
+    }
+  }
   rc = immu_grpc_server_run(grpc);
+  /* The listener stopped (a signal, or a failure): the other loops too. */
+  for (int i = 1; i < io_started; i++) {
+    immu_grpc_server_stop(grpcs[i], sigs.grace_s);
+    pthread_join(io_thr[i], NULL);
+  }
   if (rc != 0)
     startup_error("the gRPC server failed: %s", immu_strerror(rc));
   else
@@ -630,6 +693,8 @@ out_checker:
 out_metrics_stop:
   immu_metrics_stop(metrics);
 out_grpc:
+  for (int i = nio - 1; i >= 1; i--)
+    immu_grpc_server_free(grpcs[i]);
   immu_grpc_server_free(grpc);
 out_metrics:
   immu_metrics_free(metrics);

@@ -100,6 +100,9 @@ typedef struct immu_grpc_config {
   void *on_call_done_arg;
   void (*log)(void *arg, int level, const char *msg); /* NULL = stderr */
   void *log_arg;
+  /* 1: no listener of its own; it serves connections handed over by the
+   * server it was added to with immu_grpc_server_add_peer. */
+  int no_listen;
 } immu_grpc_config;
 
 void immu_grpc_config_init(immu_grpc_config *c);
@@ -112,6 +115,14 @@ int immu_grpc_server_new(const immu_grpc_config *cfg,
                          immu_grpc_server **out, char **errmsg);
 /* The port actually bound. */
 int immu_grpc_server_port(const immu_grpc_server *s);
+/* More I/O loops: |s| (which listens) hands accepted connections in turn
+ * to itself and to every added peer (a server made with no_listen), each
+ * with its own loop thread, so that the network work of many connections
+ * spreads over cores. Before immu_grpc_server_run of any of them; every
+ * peer must be stopped and run to its end before |s| is freed, and |s|
+ * stopped before a peer is freed. IMMU_ENOMEM, or IMMU_EINVAL for a peer
+ * that listens itself. */
+int immu_grpc_server_add_peer(immu_grpc_server *s, immu_grpc_server *peer);
 /* Runs the event loop until immu_grpc_server_stop; returns 0. */
 int immu_grpc_server_run(immu_grpc_server *s);
 /* Graceful stop, callable from any thread and from a signal handler's

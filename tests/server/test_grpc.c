@@ -369,8 +369,9 @@ static const immu_grpc_method k_methods[] = {
 
 static void on_done(void *arg, const char *path, int status, double seconds,
                     const char *peer_ip) {
-  (void)arg;
   (void)seconds;
+  if (arg != NULL) /* test_peers: calls per loop */
+    atomic_fetch_add((atomic_int *)arg, 1);
   assert_string_equal(peer_ip, "127.0.0.1");
   atomic_fetch_add(&g_calls_done, 1);
   if (status == IMMU_GRPC_UNIMPLEMENTED &&
@@ -1826,6 +1827,63 @@ static void test_try_inline_defer(void **state) {
   tc_free(tc);
 }
 
+/* Several loops on one listener (immu_grpc_server_add_peer): accepted
+ * connections are dealt out in turn, every loop serves its own, and
+ * stopping all of them ends every run. */
+static void *run_server(void *s) {
+  immu_grpc_server_run(s);
+  return NULL;
+}
+
+static void test_peers(void **state) {
+  enum { NLOOP = 3, NCONN = 9 };
+  immu_grpc_config cfg;
+  immu_grpc_server *sv[NLOOP];
+  pthread_t th[NLOOP];
+  atomic_int served[NLOOP];
+  tclient *tc[NCONN];
+  char *err = NULL;
+  int i, port;
+  (void)state;
+  for (i = 0; i < NLOOP; i++) {
+    atomic_init(&served[i], 0);
+    base_config(&cfg);
+    cfg.on_call_done_arg = &served[i];
+    cfg.no_listen = i > 0;
+    assert_int_equal(immu_grpc_server_new(&cfg, k_methods,
+                                          sizeof k_methods / sizeof k_methods[0],
+                                          &sv[i], &err),
+                     0);
+    if (i > 0) {
+      assert_int_equal(immu_grpc_server_add_peer(sv[0], sv[i]), 0);
+      /* a peer cannot take peers, nor listen */
+      assert_int_equal(immu_grpc_server_add_peer(sv[i], sv[0]), IMMU_EINVAL);
+    }
+  }
+  port = immu_grpc_server_port(sv[0]);
+  assert_true(port > 0);
+  for (i = 0; i < NLOOP; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, run_server, sv[i]), 0);
+  /* One at a time, so that the order of accepts is the order here. */
+  for (i = 0; i < NCONN; i++) {
+    tc[i] = tc_connect(port, NULL);
+    assert_non_null(tc[i]);
+    assert_true(echo_ok(tc[i], "peer"));
+  }
+  for (i = 0; i < NCONN; i++)
+    assert_true(echo_ok(tc[i], "again"));
+  for (i = 0; i < NLOOP; i++)
+    assert_int_equal(atomic_load(&served[i]), 2 * NCONN / NLOOP);
+  for (i = 0; i < NCONN; i++)
+    tc_free(tc[i]);
+  for (i = 0; i < NLOOP; i++)
+    immu_grpc_server_stop(sv[i], 1);
+  for (i = 0; i < NLOOP; i++)
+    pthread_join(th[i], NULL);
+  for (i = NLOOP - 1; i >= 0; i--)
+    immu_grpc_server_free(sv[i]);
+}
+
 /* A graceful stop waits for a detached call; a hard stop does not, but
  * immu_grpc_server_free waits until its owner finished it. */
 static void test_detach_stop(void **state) {
@@ -1913,6 +1971,7 @@ int main(void) {
       cmocka_unit_test(test_graceful_stop),
       cmocka_unit_test(test_hard_stop),
       cmocka_unit_test(test_detach_stop),
+      cmocka_unit_test(test_peers),
   };
   int fails = 0;
   assert_int_equal(pthread_create(&g_det_thread, NULL, det_thread, NULL), 0);
