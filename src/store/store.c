@@ -54,6 +54,22 @@
 /* fixed-size record files (txi, aht) with a pending write buffer      */
 /* ------------------------------------------------------------------ */
 
+/* Read cache of a frec (the aht file only): written records never change,
+ * so whole blocks of FCACHE_BLOCK bytes are kept, direct-mapped over
+ * FCACHE_SLOTS slots, each behind its own mutex. Proofs read one 32-byte
+ * node at a time, O(log n) of them, and the nodes near a path sit in few
+ * blocks: one pread per block instead of one per node. Allocated at the
+ * first read that reaches the file. */
+#define FCACHE_BLOCK 4096u
+#define FCACHE_SLOTS 64u
+#define FCACHE_NONE UINT64_MAX
+
+typedef struct fcache_slot {
+  pthread_mutex_t mu;
+  uint64_t block; /* FCACHE_NONE = empty */
+  uint8_t data[FCACHE_BLOCK];
+} fcache_slot;
+
 typedef struct frec {
   immu_seg *seg;
   uint32_t rsize;
@@ -64,6 +80,8 @@ typedef struct frec {
   pthread_mutex_t mu;
   uint8_t *buf;
   size_t blen, bcap;
+  int cached;                   /* use |cache| (set at open) */
+  _Atomic(fcache_slot *) cache; /* NULL until first needed */
 } frec;
 
 /* Flush the tail buffer once it holds this much (fewer syscalls per
@@ -75,11 +93,12 @@ static uint64_t frec_pos(const frec *f, uint64_t idx) {
 }
 
 static int frec_open(const immu_io *io, const char *dir, const char *ext,
-                     uint32_t rsize, uint64_t per_seg, frec *f) {
+                     uint32_t rsize, uint64_t per_seg, frec *f, int cached) {
   int rc;
   memset(f, 0, sizeof *f);
   f->rsize = rsize;
   f->per_seg = per_seg;
+  f->cached = cached && FCACHE_BLOCK % rsize == 0;
   pthread_mutex_init(&f->mu, NULL);
   if ((rc = immu__seg_open(io, dir, ext, per_seg * rsize, 1, &f->seg)) != 0)
     return rc;
@@ -89,8 +108,47 @@ static int frec_open(const immu_io *io, const char *dir, const char *ext,
   return 0;
 }
 
+static void fcache_free(fcache_slot *c) {
+  if (c == NULL)
+    return;
+  for (unsigned i = 0; i < FCACHE_SLOTS; i++)
+    pthread_mutex_destroy(&c[i].mu);
+  immu__free(c);
+}
+
+/* Forgets every cached block (the file is being cut). */
+static void fcache_clear(frec *f) {
+  fcache_slot *c = atomic_load(&f->cache);
+  if (c == NULL)
+    return;
+  for (unsigned i = 0; i < FCACHE_SLOTS; i++) {
+    pthread_mutex_lock(&c[i].mu);
+    c[i].block = FCACHE_NONE;
+    pthread_mutex_unlock(&c[i].mu);
+  }
+}
+
+static fcache_slot *fcache_get(frec *f) {
+  fcache_slot *c = atomic_load(&f->cache), *expect = NULL;
+  if (c != NULL)
+    return c;
+  c = immu__malloc(FCACHE_SLOTS * sizeof *c);
+  if (c == NULL)
+    return NULL; /* reads go to the file */
+  for (unsigned i = 0; i < FCACHE_SLOTS; i++) {
+    pthread_mutex_init(&c[i].mu, NULL);
+    c[i].block = FCACHE_NONE;
+  }
+  if (!atomic_compare_exchange_strong(&f->cache, &expect, c)) {
+    fcache_free(c); /* another reader won */
+    return expect;
+  }
+  return c;
+}
+
 static void frec_close(frec *f) {
   immu__seg_close(f->seg);
+  fcache_free(atomic_load(&f->cache));
   immu__free(f->buf);
   pthread_mutex_destroy(&f->mu);
   memset(f, 0, sizeof *f);
@@ -188,13 +246,57 @@ static int frec_read_file(const frec *f, uint64_t idx, size_t nrec,
   return 0;
 }
 
-static int frec_read(frec *f, uint64_t idx, size_t nrec, void *out) {
-  if (idx + nrec <= atomic_load(&f->count))
-    return frec_read_file(f, idx, nrec, out);
+/* Reads records [idx, idx + nrec) of the file through the block cache:
+ * blocks wholly inside the file's first |cnt| records are cached, the
+ * rest read directly. */
+static int frec_read_cached(frec *f, uint64_t idx, size_t nrec, uint64_t cnt,
+                            uint8_t *o) {
+  fcache_slot *c = fcache_get(f);
+  const uint64_t per = FCACHE_BLOCK / f->rsize;
+  if (c == NULL)
+    return frec_read_file(f, idx, nrec, o);
+  while (nrec > 0) {
+    uint64_t b = idx / per, first = b * per;
+    size_t off = (size_t)(idx - first), n = (size_t)(per - off);
+    fcache_slot *sl = &c[b % FCACHE_SLOTS];
+    int rc = 0;
+    if (n > nrec)
+      n = nrec;
+    if (first + per > cnt || first / f->per_seg != (first + per - 1) / f->per_seg) {
+      /* A partial block at the end, or one across segments: no cache. */
+      if ((rc = frec_read_file(f, idx, n, o)) != 0)
+        return rc;
+    } else {
+      pthread_mutex_lock(&sl->mu);
+      if (sl->block != b) {
+        rc = frec_read_file(f, first, (size_t)per, sl->data);
+        sl->block = rc == 0 ? b : FCACHE_NONE;
+      }
+      if (rc == 0)
+        memcpy(o, sl->data + off * f->rsize, n * f->rsize);
+      pthread_mutex_unlock(&sl->mu);
+      if (rc != 0)
+        return rc;
+    }
+    o += n * f->rsize;
+    idx += n;
+    nrec -= n;
+  }
+  return 0;
+}
+
+/* |use_cache| 0: straight from the file, for the consistency check, which
+ * must see what the file holds now. */
+static int frec_read_opt(frec *f, uint64_t idx, size_t nrec, void *out,
+                         int use_cache) {
+  uint64_t cnt = atomic_load(&f->count);
+  if (idx + nrec <= cnt)
+    return f->cached && use_cache ? frec_read_cached(f, idx, nrec, cnt, out)
+                                  : frec_read_file(f, idx, nrec, out);
   /* The tail: partly or wholly in the buffer. */
   int rc = 0;
   pthread_mutex_lock(&f->mu);
-  uint64_t cnt = atomic_load(&f->count);
+  cnt = atomic_load(&f->count);
   if (idx + nrec > cnt + f->blen / f->rsize) {
     rc = IMMU_ERANGE;
   } else {
@@ -212,6 +314,10 @@ static int frec_read(frec *f, uint64_t idx, size_t nrec, void *out) {
   return rc;
 }
 
+static int frec_read(frec *f, uint64_t idx, size_t nrec, void *out) {
+  return frec_read_opt(f, idx, nrec, out, 1);
+}
+
 static int frec_truncate(frec *f, uint64_t cnt) {
   uint64_t pos;
   pthread_mutex_lock(&f->mu);
@@ -219,6 +325,7 @@ static int frec_truncate(frec *f, uint64_t cnt) {
   pthread_mutex_unlock(&f->mu);
   if (cnt == atomic_load(&f->count))
     return 0;
+  fcache_clear(f);
   if (cnt > 0 && cnt % f->per_seg == 0)
     pos = IMMU_SEGPOS(cnt / f->per_seg - 1, f->per_seg * f->rsize);
   else
@@ -616,6 +723,12 @@ static int ckpt_read(immu_store *s, ckpt *c) {
 /* ------------------------------------------------------------------ */
 /* ahtree node storage over the aht file                               */
 /* ------------------------------------------------------------------ */
+
+static int aht_read_file(void *ctx, uint64_t pos, size_t n,
+                         immu_digest *out) {
+  immu_store *s = ctx;
+  return frec_read_opt(&s->aht, pos, n, out, 0);
+}
 
 static int aht_read(void *ctx, uint64_t pos, size_t n, immu_digest *out) {
   immu_store *s = ctx;
@@ -2559,13 +2672,15 @@ int immu_store_open(const char *dir, const immu_store_options *o,
     goto fail;
   }
   if ((rc = path_join(path, sizeof path, dir, "txi")) != 0 ||
-      (rc = frec_open(s->io, path, "txi", TXI_REC, TXI_PER_SEG, &s->txi)) !=
+      (rc = frec_open(s->io, path, "txi", TXI_REC, TXI_PER_SEG, &s->txi,
+                      0)) !=
           0) {
     set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
     goto fail;
   }
   if ((rc = path_join(path, sizeof path, dir, "aht")) != 0 ||
-      (rc = frec_open(s->io, path, "aht", AHT_REC, AHT_PER_SEG, &s->aht)) !=
+      (rc = frec_open(s->io, path, "aht", AHT_REC, AHT_PER_SEG, &s->aht,
+                      1)) !=
           0) {
     set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
     goto fail;
@@ -2697,7 +2812,8 @@ int immu_store_verify(immu_store *s,
                       void *arg, char **errmsg) {
   uint64_t n = atomic_load(&s->committed);
   immu_digest prev = immu_empty_digest, leaf, node, root;
-  immu_ahtree_store st = {s, aht_read, aht_append_ro};
+  /* Around the read cache: a tampered file must show. */
+  immu_ahtree_store st = {s, aht_read_file, aht_append_ro};
   immu_ahtree *view = NULL;
   int rc = 0;
 
@@ -2732,7 +2848,7 @@ int immu_store_verify(immu_store *s,
     else if (id > 1 && (immu_ahtree_root_at(view, id - 1, &root) != 0 ||
                         !immu_digest_eq(&root, &r.hdr.bl_root)))
       why = "BlRoot does not match the tree";
-    else if (frec_read(&s->aht, lp, 1, &node) != 0 ||
+    else if (frec_read_opt(&s->aht, lp, 1, &node, 0) != 0 ||
              !immu_digest_eq(&node, &leaf))
       why = "tree leaf does not match the tx's Alh";
     prev = r.alh;

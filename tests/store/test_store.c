@@ -411,6 +411,43 @@ static void test_derived_rebuilt(void **state) {
   free(dir);
 }
 
+/* Proofs read the tree through a block cache of the aht file: they stay
+ * right over many blocks and repeated reads, and the consistency check
+ * reads around it, so a node changed in the file after it was cached is
+ * still found. */
+static void test_aht_cache(void **state) {
+  enum { N = 6000 }; /* ~12,000 nodes: most of them written to the file */
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  o.durability = IMMU_DURABILITY_ASYNC;
+  immu_store *s = open_ok(dir, &o);
+  char *err = NULL;
+  for (int i = 1; i <= N; i++)
+    assert_int_equal(commit_kv(s, "k", "v", NULL, NULL), 0);
+  for (int round = 0; round < 2; round++) {
+    check_proof(s, 3, N);
+    check_proof(s, 1, 4097);
+    check_proof(s, 100, 5000);
+    check_proof(s, 4096, 4097);
+    check_proof(s, N - 1, N);
+  }
+  assert_int_equal(immu_store_verify(s, NULL, NULL, &err), 0);
+  /* Tx 10's leaf: its block was read (and cached) by the proofs above. */
+  uint64_t lp = 2 * 9 - (uint64_t)__builtin_popcountll(9);
+  char p[700];
+  snprintf(p, sizeof p, "%s/aht/%020llu.aht", dir, 0ull);
+  flip_byte(p, (off_t)(32 * lp + 5));
+  assert_int_equal(immu_store_verify(s, NULL, NULL, &err), IMMU_ECORRUPT);
+  assert_non_null(err);
+  assert_non_null(strstr(err, "tx 10"));
+  immu__free(err);
+  assert_int_equal(immu_store_close(s), 0);
+  rmrf(dir);
+  free(dir);
+}
+
 static void test_verify_detects_tamper(void **state) {
   (void)state;
   char *dir = mktmp();
@@ -981,6 +1018,7 @@ int main(void) {
       cmocka_unit_test(test_corruption_refuses),
       cmocka_unit_test(test_derived_rebuilt),
       cmocka_unit_test(test_verify_detects_tamper),
+      cmocka_unit_test(test_aht_cache),
       cmocka_unit_test(test_fault_enospc_write),
       cmocka_unit_test(test_fault_eio_write),
       cmocka_unit_test(test_fault_short_write),
