@@ -81,6 +81,15 @@ static int engine_fail(int rc, const char *what) {
   return fail(rc, "%s: %s", what, immu_strerror(rc));
 }
 
+/* engine_fail for a point read of the index: names what RocksDB or the
+ * row decoder found, which the log then shows. */
+static int index_read_fail(int rc) {
+  const char *d = immu__index_last_error();
+  if (rc == IMMU_ENOMEM || d[0] == '\0')
+    return engine_fail(rc, "reading the index");
+  return fail(rc, "reading the index: %s: %s", immu_strerror(rc), d);
+}
+
 static int illegal(const char *why) {
   return fail(IMMU_EINVAL, "illegal arguments: %s", why);
 }
@@ -253,7 +262,7 @@ static int raw_latest(immu_db *db, const uint8_t *k, size_t kn, rawval *out) {
   if (rc == IMMU_ENOTFOUND)
     rc = fail(rc, "key not found");
   else if (rc != 0)
-    rc = engine_fail(rc, "reading the index");
+    rc = index_read_fail(rc);
   else
     rc = raw_take_index(db, &e, out);
   immu__index_entry_clear(&e);
@@ -270,7 +279,7 @@ static int raw_revision(immu_db *db, const uint8_t *k, size_t kn, uint64_t rev,
   if (rc == IMMU_ENOTFOUND)
     rc = fail(IMMU_ERANGE, "invalid key revision number");
   else if (rc != 0)
-    rc = engine_fail(rc, "reading the index");
+    rc = index_read_fail(rc);
   else
     rc = raw_take_index(db, &e, out);
   immu__index_entry_clear(&e);
@@ -359,7 +368,7 @@ static int kind_latest(immu_db *db, const uint8_t *k, size_t kn, int *kind) {
     *kind = KIND_NONE;
     rc = 0;
   } else if (rc != 0) {
-    rc = engine_fail(rc, "reading the index");
+    rc = index_read_fail(rc);
   } else if (e.vlen == 0) {
     rc = kind_of_byte(&b, 0, kind);
   } else if (e.has_inline) {
@@ -407,7 +416,7 @@ static int latest_revision(immu_db *db, const uint8_t *k, size_t kn,
   if (rc == IMMU_ENOTFOUND)
     return fail(rc, "key not found");
   if (rc != 0)
-    return engine_fail(rc, "reading the index");
+    return index_read_fail(rc);
   return 0;
 }
 
@@ -1195,7 +1204,7 @@ int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
   else if (rc == 0)
     rc = raw_take_index(db, &e, &r);
   else if (rc != IMMU_EWOULDBLOCK)
-    rc = engine_fail(rc, "reading the index");
+    rc = index_read_fail(rc);
   immu__index_entry_clear(&e);
   if (rc == 0 && r.n > 0 && r.v[0] == IMMU_VALUE_REF)
     rc = IMMU_EWOULDBLOCK; /* resolving it may read the log */
@@ -1494,7 +1503,7 @@ static int zscan_seek_member(immu_db *db, const immu_db_zscan_req *req,
   }
   if (rc != 0) {
     immu__index_entry_clear(&e);
-    return engine_fail(rc, "reading the index");
+    return index_read_fail(rc);
   }
   m = (immu_index_zmember){req->set,      req->set_len,      req->seek_score,
                            req->seek_key, req->seek_key_len, req->seek_at_tx,

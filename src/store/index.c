@@ -169,10 +169,20 @@ static int err_code(const char *err) {
   return -EIO;
 }
 
+/* The text of the last RocksDB failure of the calling thread that was not
+ * an expected "Result incomplete" (immu__index_last_error). */
+static _Thread_local char last_err[160];
+
 static int rocks_err(char *err) {
   int rc = err_code(err);
+  if (rc != IMMU_EWOULDBLOCK)
+    snprintf(last_err, sizeof last_err, "%s", err);
   rocksdb_free(err);
   return rc;
+}
+
+const char *immu__index_last_error(void) {
+  return last_err;
 }
 
 static int reserve(uint8_t **p, size_t *cap, size_t need) {
@@ -1174,6 +1184,7 @@ int immu__index_apply(immu_index *ix, uint64_t first, uint64_t last,
 static int get_into(immu_index *ix, const rocksdb_readoptions_t *ro,
                     rocksdb_column_family_handle_t *cf, const uint8_t *k,
                     size_t kl, immu_index_entry *out) {
+  last_err[0] = '\0';
   char *err = NULL;
   size_t vl = 0;
   const char *v;
@@ -1188,6 +1199,10 @@ static int get_into(immu_index *ix, const rocksdb_readoptions_t *ro,
     return IMMU_ENOTFOUND;
   v = rocksdb_pinnableslice_value(ps, &vl);
   rc = entry_to_out((const uint8_t *)v, vl, out);
+  if (rc == IMMU_ECORRUPT)
+    snprintf(last_err, sizeof last_err,
+             "malformed index row of %zu bytes (key of %zu bytes, '%c')", vl,
+             kl, kl > 0 ? (char)k[0] : '?');
   rocksdb_pinnableslice_destroy(ps);
   return rc;
 }

@@ -111,6 +111,10 @@ void immu__index_entry_clear(immu_index_entry *e);
 /* Latest version of |key|. IMMU_ENOTFOUND if never set. */
 int immu__index_get_latest(immu_index *ix, const uint8_t *key, size_t klen,
                            immu_index_entry *out);
+/* What the calling thread's last failed point read found: RocksDB's own
+ * error text, or which row did not decode ("" if none). Never NULL. */
+const char *immu__index_last_error(void);
+
 /* As immu__index_get_latest, from RocksDB's memtables and block cache
  * only: IMMU_EWOULDBLOCK when answering needs a file read. For threads
  * that must not wait on disk. */

@@ -1045,7 +1045,17 @@ static void test_corrupt(void **state) {
     immu_index_entry e = {0};
     assert_rc(immu__index_get_latest(ix, (const uint8_t *)"\x00x", 2, &e),
               IMMU_ECORRUPT);
+    /* the reader says what it found */
+    assert_non_null(strstr(immu__index_last_error(),
+                           "malformed index row of 5 bytes"));
+    assert_rc(immu__index_get_latest_cached(ix, (const uint8_t *)"\x00x", 2,
+                                            &e),
+              IMMU_ECORRUPT);
     immu__index_entry_clear(&e);
+    /* and forgets it at the next read */
+    assert_rc(immu__index_get_latest(ix, (const uint8_t *)"nope", 4, &e),
+              IMMU_ENOTFOUND);
+    assert_string_equal(immu__index_last_error(), "");
   }
   immu__index_close(ix);
   assert_rc(immu__index_destroy(g_env, dir), 0);
