@@ -813,8 +813,9 @@ int immu__index_open(immu_index_env *env, const char *dir, uint32_t inline_max,
     rc = IMMU_ENOMEM;
     goto fail;
   }
-  /* kBlockCacheTier: a read that would need a file (an uncached block, a
-   * table not open yet) fails with Incomplete instead of doing I/O. */
+  /* kBlockCacheTier: a read that would need a file does no I/O: a table
+   * not open yet fails with Incomplete, an uncached data block gives an
+   * empty value with status OK (get_into maps both to IMMU_EWOULDBLOCK). */
   rocksdb_readoptions_set_read_tier(ix->ro_mem, 1);
   /* The log is the source of truth: no WAL, no sync. */
   rocksdb_writeoptions_disable_WAL(ix->wo, 1);
@@ -1198,6 +1199,13 @@ static int get_into(immu_index *ix, const rocksdb_readoptions_t *ro,
   if (ps == NULL)
     return IMMU_ENOTFOUND;
   v = rocksdb_pinnableslice_value(ps, &vl);
+  if (vl == 0 && ro == ix->ro_mem) {
+    /* A cache-only read of an open table whose data block is not cached
+     * answers OK with no value ("may exist", as for KeyMayExist). No row
+     * of ours is empty: it needs the disk. */
+    rocksdb_pinnableslice_destroy(ps);
+    return IMMU_EWOULDBLOCK;
+  }
   rc = entry_to_out((const uint8_t *)v, vl, out);
   if (rc == IMMU_ECORRUPT)
     snprintf(last_err, sizeof last_err,
