@@ -171,14 +171,23 @@ static int index_wait_fail(immu_db *db, int rc, uint64_t tx) {
 
 /* The usual read prologue: since_tx must not be in the future; unless
  * |no_wait|, wait for since_tx (or everything committed when 0). */
-static int read_prologue(immu_db *db, uint64_t since_tx, int no_wait) {
+/* since_tx must not be in the future. *wait_for: the tx the index must
+ * cover for the read (since_tx, or the last committed tx when 0). */
+static int check_since(immu_db *db, uint64_t since_tx, uint64_t *wait_for) {
   uint64_t last = last_committed(db);
   if (since_tx > last)
     return illegal("sinceTx must not be greater than the current "
                    "transaction ID");
-  if (no_wait)
-    return 0;
-  return wait_index(db, since_tx ? since_tx : last);
+  *wait_for = since_tx ? since_tx : last;
+  return 0;
+}
+
+static int read_prologue(immu_db *db, uint64_t since_tx, int no_wait) {
+  uint64_t want = 0;
+  int rc = check_since(db, since_tx, &want);
+  if (rc != 0 || no_wait)
+    return rc;
+  return wait_index(db, want);
 }
 
 static int check_limit(immu_db *db, uint64_t limit) {
@@ -1178,7 +1187,7 @@ int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
   immu_index_entry e;
   rawval r = {0};
   skey k;
-  uint64_t last, want;
+  uint64_t want = 0;
   int rc;
 
   memset(out, 0, sizeof *out);
@@ -1186,11 +1195,8 @@ int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
     return illegal("empty key");
   if (req->at_tx > 0 || req->at_revision != 0)
     return IMMU_EWOULDBLOCK;
-  last = last_committed(db);
-  if (req->since_tx > last)
-    return illegal("sinceTx must not be greater than the current "
-                   "transaction ID");
-  want = req->since_tx ? req->since_tx : last;
+  if ((rc = check_since(db, req->since_tx, &want)) != 0)
+    return rc;
   if (!req->no_wait && immu_store_indexed_id(db->st) < want)
     return IMMU_EWOULDBLOCK;
   if ((rc = skey_make(&k, req->key, req->key_len)) != 0)
