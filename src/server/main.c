@@ -665,22 +665,25 @@ int main(int argc, char **argv) {
 
   for (io_started = 1; io_started < nio; io_started++) {
     perr = pthread_create(&io_thr[io_started], NULL, io_main, grpcs[io_started]);
-    if (perr != 0) {
-      immu_log(IMMU_LOG_WARN, COMP, "cannot start gRPC I/O thread %d: %s",
-               io_started + 1, strerror(perr));
+    if (perr != 0)
       break;
-    }
   }
-  rc = immu_grpc_server_run(grpc);
+  if (io_started < nio) {
+    /* The listener would deal connections to a loop nobody runs. */
+    startup_error("cannot start gRPC I/O thread %d: %s", io_started + 1,
+                  strerror(perr));
+  } else {
+    rc = immu_grpc_server_run(grpc);
+    if (rc != 0)
+      startup_error("the gRPC server failed: %s", immu_strerror(rc));
+    else
+      status = 0;
+  }
   /* The listener stopped (a signal, or a failure): the other loops too. */
   for (int i = 1; i < io_started; i++) {
     immu_grpc_server_stop(grpcs[i], sigs.grace_s);
     pthread_join(io_thr[i], NULL);
   }
-  if (rc != 0)
-    startup_error("the gRPC server failed: %s", immu_strerror(rc));
-  else
-    status = 0;
   immu_log(IMMU_LOG_INFO, COMP, "gRPC server stopped; shutting down");
 
   atomic_store(&sigs.exiting, 1);
