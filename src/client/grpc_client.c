@@ -371,6 +371,15 @@ struct immu__grpc_loop {
 /* The loop whose thread is the calling thread, if any. */
 static __thread immu__grpc_loop *tl_loop;
 
+/* Wakes the loop's thread out of epoll_wait. */
+static void loop_poke(immu__grpc_loop *l) {
+  uint64_t one = 1;
+  ssize_t n;
+  do {
+    n = write(l->efd, &one, sizeof one);
+  } while (n < 0 && errno == EINTR);
+}
+
 /* Queues |c| for a turn on its loop. Lock order: c->mu (if the caller
  * holds it), then l->mu. */
 static void loop_mark(immu__grpc_loop *l, immu__grpc_client *c) {
@@ -388,13 +397,8 @@ static void loop_mark(immu__grpc_loop *l, immu__grpc_client *c) {
     }
   }
   pthread_mutex_unlock(&l->mu);
-  if (poke) {
-    uint64_t one = 1;
-    ssize_t n;
-    do {
-      n = write(l->efd, &one, sizeof one);
-    } while (n < 0 && errno == EINTR);
-  }
+  if (poke)
+    loop_poke(l);
 }
 
 static void wake_io(immu__grpc_client *c) {
@@ -1468,14 +1472,10 @@ void immu__grpc_loop_free(immu__grpc_loop *l) {
   if (l == NULL)
     return;
   if (l->th_started) {
-    uint64_t one = 1;
-    ssize_t n;
     pthread_mutex_lock(&l->mu);
     l->quit = 1;
     pthread_mutex_unlock(&l->mu);
-    do {
-      n = write(l->efd, &one, sizeof one);
-    } while (n < 0 && errno == EINTR);
+    loop_poke(l);
     pthread_join(l->th, NULL);
   }
   if (l->ep >= 0)
