@@ -209,6 +209,16 @@ typedef struct cstate {
   immu_digest alh;
 } cstate;
 
+/* A client state trusted at tx |id| (its Alh, read back). */
+static cstate trusted_at(immu_db *db, uint64_t id) {
+  cstate c = {id, {{0}}};
+  immu_db_tx t;
+  OK(immu_db_tx_by_id(db, id, &t));
+  c.alh = t.alh;
+  immu_db_tx_clear(&t);
+  return c;
+}
+
 static void alh_of(const immu_tx_header *h, immu_digest *out) {
   OK(immu_tx_alh(h, out));
 }
@@ -1436,11 +1446,7 @@ static void test_verifiable_set(void **state) {
   }
   /* a proof from far back (source tx 1) */
   {
-    cstate old = {1, {{0}}};
-    immu_db_tx t;
-    OK(immu_db_tx_by_id(db, 1, &t));
-    old.alh = t.alh;
-    immu_db_tx_clear(&t);
+    cstate old = trusted_at(db, 1);
     immu_db_kv kv = KV("far", "away");
     OK(immu_db_verifiable_set(db, &kv, 1, 0, 1, &vt));
     enc_kv("far", "away", kb, &kn, vb, &vn);
@@ -2294,11 +2300,7 @@ static void test_set_async(void **state) {
     assert_int_equal(st.id, a[0].hdr.id);
     immu_db_verifiable_tx_clear(&vt);
     /* and from an older trusted state */
-    cstate old = {1, {{0}}};
-    immu_db_tx t;
-    OK(immu_db_tx_by_id(db, 1, &t));
-    old.alh = t.alh;
-    immu_db_tx_clear(&t);
+    cstate old = trusted_at(db, 1);
     OK(immu_db_verifiable_tx_for(db, &a[0].hdr, 1, &vt));
     verify_written(&old, &vt, kb, kn, vb, vn);
     immu_db_verifiable_tx_clear(&vt);
