@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "core/mem.h"
 #include "immudb/err.h"
@@ -148,6 +149,7 @@ static int run_pass(immu_checker *c) {
 
 static void *checker_main(void *arg) {
   immu_checker *c = arg;
+  prctl(PR_SET_NAME, "immu-checker");
   pthread_mutex_lock(&c->mu);
   int stopped = wait_ms(c, c->cfg.initial_delay_ms, 1);
   pthread_mutex_unlock(&c->mu);

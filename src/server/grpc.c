@@ -109,6 +109,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -2144,6 +2145,7 @@ static void run_item(immu_grpc_server *s, immu_grpc_call *k,
 
 static void *worker_main(void *arg) {
   immu_grpc_server *s = arg;
+  prctl(PR_SET_NAME, "immu-worker");
   pthread_mutex_lock(&s->mu);
   for (;;) {
     immu_grpc_call *k = s->work_head;

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -331,6 +332,7 @@ static int io_threads(const immu_cfg *c) {
 }
 
 static void *io_main(void *arg) {
+  prctl(PR_SET_NAME, "immu-io");
   immu_grpc_server_run(arg);
   return NULL;
 }

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -936,6 +937,7 @@ static void handle(struct evhttp_request *req, void *arg) {
 
 static void *http_main(void *arg) {
   immu_metrics *m = arg;
+  prctl(PR_SET_NAME, "immu-metrics");
   event_base_loop(m->base, EVLOOP_NO_EXIT_ON_EMPTY);
   return NULL;
 }

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -2065,6 +2066,7 @@ static void env_schedule(immu_store *s) {
 
 static void *env_worker(void *arg) {
   immu_store_env *env = arg;
+  prctl(PR_SET_NAME, "immu-index");
   pthread_mutex_lock(&env->mu);
   while (!env->stop) {
     immu_store *s = env->whead;
@@ -2101,6 +2103,7 @@ static void *env_worker(void *arg) {
  * (schedule_committer counted it in s->busy). */
 static void *env_committer(void *arg) {
   immu_store_env *env = arg;
+  prctl(PR_SET_NAME, "immu-commit");
   pthread_mutex_lock(&env->cmu);
   while (!env->cstop) {
     immu_store *s = env->chead;
@@ -2159,6 +2162,7 @@ static int env_start_committers(immu_store_env *env) {
 
 static void *env_timer(void *arg) {
   immu_store_env *env = arg;
+  prctl(PR_SET_NAME, "immu-timer");
   struct timespec ts = {0, 2 * 1000 * 1000};
   pthread_mutex_lock(&env->mu);
   while (!env->stop) {
