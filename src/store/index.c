@@ -60,9 +60,11 @@ static const char meta_key[] = "mlast";
 #define META_KEY_LEN 5
 /* On-disk format of the index. 1: one column family, 8-byte 'm' (no
  * version). 2: 'l' rows in their own column family, 'm' = u64 last tx |
- * u32 version, written to both families. An index of another version is
- * reported corrupt, so the store rebuilds it from the log. */
-#define INDEX_FORMAT 2u
+ * u32 version, written to both families. 3: as 2, but the latest revision
+ * of a key lives in its 'l' row only; 'h' rows hold the earlier ones. An
+ * index of another version is reported corrupt, so the store rebuilds it
+ * from the log. */
+#define INDEX_FORMAT 3u
 #define META_LEN 12
 #define CF_LATEST_NAME "latest"
 /* Restart points in the latest family's data blocks: every key. Point
@@ -119,6 +121,8 @@ typedef struct group {
   size_t start, end; /* range in the sorted skeys */
   uint64_t base;     /* revision of the indexed latest version, 0 if new */
   uint64_t prev_tx;  /* its tx */
+  const uint8_t *prev; /* its 'l' row cut to the 'h' shape (in mvals[]) */
+  size_t prev_len;
 } group;
 
 struct immu_index {
@@ -600,10 +604,10 @@ typedef int (*row_fn)(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 /* Visits the keys in [lo, hi) (both bounds required) of family |cf|,
  * ascending or descending, under one implicit snapshot. |fn| returns 0 to
  * go on, 1 to stop, or a negative code to abort with. */
-static int iterate(immu_index *ix, rocksdb_column_family_handle_t *cf,
-                   const uint8_t *lo, size_t lolen,
-                   const uint8_t *hi, size_t hilen, int desc, row_fn fn,
-                   void *ctx) {
+static int iterate_at(immu_index *ix, rocksdb_column_family_handle_t *cf,
+                      const rocksdb_snapshot_t *snap, const uint8_t *lo,
+                      size_t lolen, const uint8_t *hi, size_t hilen, int desc,
+                      row_fn fn, void *ctx) {
   rocksdb_readoptions_t *ro;
   rocksdb_iterator_t *it;
   char *err = NULL;
@@ -617,6 +621,8 @@ static int iterate(immu_index *ix, rocksdb_column_family_handle_t *cf,
     return IMMU_ENOMEM;
   rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)lo, lolen);
   rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, hilen);
+  if (snap != NULL)
+    rocksdb_readoptions_set_snapshot(ro, snap);
   it = rocksdb_create_iterator_cf(ix->db, ro, cf);
   if (it == NULL) {
     rocksdb_readoptions_destroy(ro);
@@ -648,6 +654,12 @@ static int iterate(immu_index *ix, rocksdb_column_family_handle_t *cf,
   rocksdb_iter_destroy(it);
   rocksdb_readoptions_destroy(ro);
   return rc;
+}
+
+static int iterate(immu_index *ix, rocksdb_column_family_handle_t *cf,
+                   const uint8_t *lo, size_t lolen, const uint8_t *hi,
+                   size_t hilen, int desc, row_fn fn, void *ctx) {
+  return iterate_at(ix, cf, NULL, lo, lolen, hi, hilen, desc, fn, ctx);
 }
 
 /* ------------------------------------------------------------------ */
@@ -928,6 +940,8 @@ static int apply_prepare(immu_index *ix, size_t n) {
     rocksdb_pinnableslice_t **v = immu__realloc(ix->mvals, n * sizeof *v);
     if (v == NULL)
       return IMMU_ENOMEM;
+    /* lookup_release frees what is not NULL */
+    memset(v + ix->acap, 0, (n - ix->acap) * sizeof *v);
     ix->mvals = v;
   }
   {
@@ -977,6 +991,8 @@ static size_t apply_groups(immu_index *ix, size_t n) {
     ix->grp[ng].end = e;
     ix->grp[ng].base = 0;
     ix->grp[ng].prev_tx = 0;
+    ix->grp[ng].prev = NULL;
+    ix->grp[ng].prev_len = 0;
     ng++;
   }
   return ng;
@@ -1011,24 +1027,39 @@ static int apply_lookup(immu_index *ix, size_t ng) {
         rc = err_code(ix->merrs[g]);
       rocksdb_free(ix->merrs[g]);
     }
-    if (ix->mvals[g] != NULL) {
+    if (ix->mvals[g] != NULL && rc == 0) {
+      size_t vl = 0;
+      const char *v = rocksdb_pinnableslice_value(ix->mvals[g], &vl);
+      immu_index_entry e;
+      const uint8_t *inl;
+      rc = entry_get((const uint8_t *)v, vl, &e, &inl);
       if (rc == 0) {
-        size_t vl = 0;
-        const char *v = rocksdb_pinnableslice_value(ix->mvals[g], &vl);
-        immu_index_entry e;
-        const uint8_t *inl;
-        rc = entry_get((const uint8_t *)v, vl, &e, &inl);
         ix->grp[g].base = e.revision;
         ix->grp[g].prev_tx = e.tx;
+        ix->grp[g].prev = (const uint8_t *)v;
+        ix->grp[g].prev_len = ENTRY_FIXED + e.mdlen;
       }
-      rocksdb_pinnableslice_destroy(ix->mvals[g]);
     }
   }
   return rc;
 }
 
+/* Releases the values apply_lookup read (after the write that used them). */
+static void lookup_release(immu_index *ix, size_t ng) {
+  for (size_t g = 0; g < ng; g++) {
+    if (ix->mvals[g] != NULL)
+      rocksdb_pinnableslice_destroy(ix->mvals[g]);
+    ix->mvals[g] = NULL;
+  }
+}
+
 /* Pass 1, in key order: revisions (the indexed one, then +1 per occurrence
- * in the batch), the 'h' rows and the counters of new keys. */
+ * in the batch), the 'h' rows and the counters of new keys. The 'l' row
+ * holds a key's latest revision, so the 'h' rows written here are the
+ * revisions this batch supersedes: the indexed latest one (its 'l' row
+ * minus the inline part, which is exactly the 'h' shape) and every
+ * occurrence but the last. A batch of new keys, each written once, adds
+ * no 'h' row at all: one memtable insert per key instead of two. */
 static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t ng,
                          uint64_t *pending) {
   for (size_t g = 0; g < ng; g++) {
@@ -1042,10 +1073,17 @@ static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t ng,
       return rc;
     ix->kbuf[0] = NS_HIST;
     pl = 1 + enc_put(ix->kbuf + 1, kv0->key, kv0->klen);
+    if (gr->base > 0) {
+      immu__put_u64(ix->kbuf + pl, gr->base);
+      rocksdb_writebatch_put(ix->wb, (const char *)ix->kbuf, pl + 8,
+                             (const char *)gr->prev, gr->prev_len);
+    }
     for (size_t j = gr->start; j < gr->end; j++) {
       const immu_index_kv *kv = &kvs[ix->sk[j].i];
       size_t vl;
       ix->revs[j] = gr->base + 1 + (j - gr->start);
+      if (j + 1 == gr->end)
+        break; /* the latest: its 'l' row only */
       if ((rc = reserve(&ix->vbuf, &ix->vcap, entry_size(kv, 0, 0))) != 0)
         return rc;
       /* 'h' ENC(key) u64 rev -> ENTRY (no inline part) */
@@ -1166,6 +1204,7 @@ int immu__index_apply(immu_index *ix, uint64_t first, uint64_t last,
     if (err != NULL)
       rc = rocks_err(err);
   }
+  lookup_release(ix, ng);
   rocksdb_writebatch_clear(ix->wb);
   if (rc != 0)
     return rc;
@@ -1247,12 +1286,27 @@ int immu__index_get_revision(immu_index *ix, const uint8_t *key, size_t klen,
   int rc;
   if (rev == 0 || klen == 0)
     return IMMU_ENOTFOUND;
+  /* The latest revision is the 'l' row; the earlier ones are 'h' rows,
+   * written in the same batch that moved 'l' past them and never removed,
+   * so once 'l' is beyond |rev| its 'h' row is there. */
+  if ((rc = get_latest(ix, ix->ro, key, klen, out)) != 0)
+    return rc;
+  if (rev == out->revision)
+    return 0;
+  if (rev > out->revision)
+    return IMMU_ENOTFOUND;
   if ((rc = kbuf_init(&b, 1 + ENC_MAX(klen) + 8)) != 0)
     return rc;
   b.p[0] = NS_HIST;
   kl = 1 + enc_put(b.p + 1, key, klen);
   immu__put_u64(b.p + kl, rev);
   rc = get_into(ix, ix->ro, ix->cf, b.p, kl + 8, out);
+  if (rc == IMMU_ENOTFOUND) {
+    snprintf(last_err, sizeof last_err,
+             "no 'h' row for revision %llu below the latest",
+             (unsigned long long)rev);
+    rc = IMMU_ECORRUPT;
+  }
   if (rc == 0 && out->revision != rev)
     rc = IMMU_ECORRUPT;
   kbuf_free(&b);
@@ -1272,6 +1326,7 @@ typedef struct entry_ctx {
   size_t plen;        /* history: length of 'h' ENC(key) */
   const uint8_t *key; /* history: the key */
   size_t klen;
+  int stopped; /* history: the callback asked to stop */
 } entry_ctx;
 
 /* Decodes |v| and calls the user's callback. |want_rev| (history rows)
@@ -1318,12 +1373,29 @@ static int hist_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
     return IMMU_ECORRUPT;
   e.key = c->key;
   e.klen = c->klen;
-  return emit_entry(c, v, vl, rev, &e);
+  int rc = emit_entry(c, v, vl, rev, &e);
+  if (rc > 0)
+    c->stopped = 1;
+  return rc;
+}
+
+/* History's 'l' row: the key's latest revision. */
+static int hist_latest(entry_ctx *c, const uint8_t *v, size_t vl) {
+  immu_index_entry e;
+  e.key = c->key;
+  e.klen = c->klen;
+  int rc = emit_entry(c, v, vl, 0, &e);
+  if (rc > 0)
+    c->stopped = 1;
+  return rc;
 }
 
 int immu__index_history(immu_index *ix, const uint8_t *key, size_t klen,
                         uint64_t from, int desc, immu_index_cb cb, void *arg) {
   entry_ctx c = {0};
+  const rocksdb_snapshot_t *snap = NULL;
+  rocksdb_readoptions_t *ro = NULL;
+  rocksdb_pinnableslice_t *lps = NULL;
   uint8_t *lo = NULL, *hi = NULL;
   size_t pl, lol, hil;
   int rc;
@@ -1358,8 +1430,70 @@ int immu__index_history(immu_index *ix, const uint8_t *key, size_t klen,
   c.plen = pl;
   c.key = key;
   c.klen = klen;
-  rc = iterate(ix, ix->cf, lo, lol, hi, hil, desc, hist_row, &c);
+
+  /* The 'l' row (latest revision) and the 'h' rows (the earlier ones)
+   * from one snapshot: an apply moves a revision from 'l' to 'h' in one
+   * atomic write, and the two reads must not see it twice or miss it. */
+  perf_quiet();
+  snap = rocksdb_create_snapshot(ix->db);
+  ro = rocksdb_readoptions_create();
+  if (snap == NULL || ro == NULL) {
+    rc = IMMU_ENOMEM;
+    goto out;
+  }
+  rocksdb_readoptions_set_snapshot(ro, snap);
+  {
+    char *err = NULL;
+    uint8_t stack[STACK_KEY];
+    uint8_t *lk = klen + 1 <= sizeof stack ? stack : immu__malloc(klen + 1);
+    if (lk == NULL) {
+      rc = IMMU_ENOMEM;
+      goto out;
+    }
+    lk[0] = NS_LATEST;
+    memcpy(lk + 1, key, klen);
+    lps = rocksdb_get_pinned_cf(ix->db, ro, ix->cf_l, (const char *)lk,
+                                klen + 1, &err);
+    if (lk != stack)
+      immu__free(lk);
+    if (err != NULL) {
+      rc = rocks_err(err);
+      goto out;
+    }
+  }
+  if (lps == NULL) {
+    rc = 0; /* no such key: no 'h' rows either */
+    goto out;
+  }
+  {
+    size_t lvl = 0;
+    const uint8_t *lv =
+        (const uint8_t *)rocksdb_pinnableslice_value(lps, &lvl);
+    immu_index_entry le;
+    const uint8_t *inl;
+    if ((rc = entry_get(lv, lvl, &le, &inl)) != 0)
+      goto out;
+    if (desc) {
+      if (from == 0 || from >= le.revision) {
+        if ((rc = hist_latest(&c, lv, lvl)) != 0 || c.stopped)
+          goto out;
+      }
+      rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
+    } else {
+      rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
+      if (rc == 0 && !c.stopped && (from == 0 || from <= le.revision))
+        rc = hist_latest(&c, lv, lvl);
+    }
+  }
 out:
+  if (rc > 0)
+    rc = 0;
+  if (lps != NULL)
+    rocksdb_pinnableslice_destroy(lps);
+  if (ro != NULL)
+    rocksdb_readoptions_destroy(ro);
+  if (snap != NULL)
+    rocksdb_release_snapshot(ix->db, snap);
   immu__free(lo);
   immu__free(hi);
   immu__free(c.scratch);

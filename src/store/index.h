@@ -11,9 +11,12 @@
  * something follows it). 'l' rows live in the column family "latest", all
  * others in the default one; 'm' is written to both in every apply:
  *   'm' "last"                      -> u64 last indexed tx | u32 format
- *                                      version (2; see index.c)
+ *                                      version (3; see index.c)
  *   'l' storekey                    -> latest version of storekey (ENTRY)
- *   'h' ENC(storekey) u64 revision  -> version |revision| (1-based) (ENTRY)
+ *   'h' ENC(storekey) u64 revision  -> version |revision| (1-based) of
+ *                                      every revision but the latest
+ *                                      (ENTRY): a key written once has
+ *                                      no 'h' row
  *   'z' ENC(set) SCORE ENC(key) u64 atTx u64 tx -> empty: sorted-set member
  *       (SCORE = the double's bits, sign bit flipped for >= 0 and all bits
  *        flipped for < 0, so byte order is numeric order)

@@ -968,7 +968,8 @@ static void put_raw(const char *dir, const char *k, size_t kl, const char *v,
   raw_row(dir, 0, k, kl, v, vl);
 }
 
-/* A current-format 'm' value: u64 last tx | u32 format 2. */
+/* An 'm' value: u64 last tx | u32 format (CUR_FORMAT: the current one). */
+#define CUR_FORMAT 3
 static void meta_val(char out[12], uint64_t last, uint32_t fmt) {
   for (int i = 0; i < 8; i++)
     out[i] = (char)(last >> (56 - 8 * i));
@@ -1011,20 +1012,29 @@ static void test_corrupt(void **state) {
   msg = NULL;
 
   /* both copies of 'm' valid and equal: opens */
-  meta_val(mv, 0x3132333435363738ull, 2);
+  meta_val(mv, 0x3132333435363738ull, CUR_FORMAT);
   raw_row(dir, 0, "mlast", 5, mv, 12);
   raw_row(dir, 1, "mlast", 5, mv, 12);
   ix = open_ix(dir, 0);
   assert_int_equal(immu__index_last_tx(ix), 0x3132333435363738ull);
   immu__index_close(ix);
-  /* another format version (a future one, or format 1's bare u64) */
-  meta_val(mv, 1, 3);
+  /* another format version (a future one, format 2 with the latest
+   * revision in 'h' too, or format 1's bare u64) */
+  meta_val(mv, 1, 4);
   raw_row(dir, 1, "mlast", 5, mv, 12);
-  expect_corrupt(dir, "format 3");
+  expect_corrupt(dir, "format 4");
+  meta_val(mv, 0x3132333435363738ull, 2);
+  raw_row(dir, 0, "mlast", 5, mv, 12);
+  raw_row(dir, 1, "mlast", 5, mv, 12);
+  expect_corrupt(dir, "format 2");
+  meta_val(mv, 0x3132333435363738ull, CUR_FORMAT);
+  raw_row(dir, 0, "mlast", 5, mv, 12);
   raw_row(dir, 1, "mlast", 5, "12345678", 8);
   expect_corrupt(dir, "format 1");
   /* copies that differ: one family persisted without the other */
-  meta_val(mv, 7, 2);
+  meta_val(mv, 0x3132333435363738ull, CUR_FORMAT);
+  raw_row(dir, 0, "mlast", 5, mv, 12);
+  meta_val(mv, 7, CUR_FORMAT);
   raw_row(dir, 1, "mlast", 5, mv, 12);
   expect_corrupt(dir, "out of step");
   /* one copy missing */
@@ -1036,7 +1046,7 @@ static void test_corrupt(void **state) {
   expect_corrupt(dir, "no 'm'");
 
   /* a corrupt 'l' value is reported by the reader */
-  meta_val(mv, 1, 2);
+  meta_val(mv, 1, CUR_FORMAT);
   raw_row(dir, 0, "mlast", 5, mv, 12);
   raw_row(dir, 1, "mlast", 5, mv, 12);
   raw_row(dir, 1, "l\x00x", 3, "short", 5);
@@ -1140,6 +1150,27 @@ static int cscan_cb(void *arg, const immu_index_entry *e) {
   return 0;
 }
 
+/* History of a key during applies: every revision exactly once, in
+ * order, although applies move the latest one from 'l' to 'h'. */
+typedef struct chist {
+  uint64_t next; /* expected revision; 0 before the first (descending) */
+  int desc;
+  uint64_t n;
+} chist;
+
+static int chist_cb(void *arg, const immu_index_entry *e) {
+  chist *h = arg;
+  if (e->revision != e->tx)
+    return IMMU_ECORRUPT;
+  if (h->desc && h->next == 0)
+    h->next = e->revision; /* the latest */
+  if (e->revision != h->next)
+    return IMMU_ECONFLICT;
+  h->next = h->desc ? h->next - 1 : h->next + 1;
+  h->n++;
+  return 0;
+}
+
 static void *reader(void *arg) {
   cshared *s = arg;
   uint64_t seen[CKEYS] = {0};
@@ -1158,6 +1189,20 @@ static void *reader(void *arg) {
       }
       seen[k] = e.revision;
       atomic_fetch_add(&s->reads, 1);
+    }
+    if (n % 4 == 0) {
+      int k = (int)(n / 4) % CKEYS;
+      uint8_t key[3] = {0x00, 'c', (uint8_t)k};
+      chist h = {n % 8 == 0 ? 0 : 1, n % 8 == 0, 0};
+      int rc = immu__index_history(s->ix, key, 3, 0, h.desc, chist_cb, &h);
+      /* all revisions, back to 1, and at least what the Get saw */
+      if (rc != 0 || h.n < seen[k] || (h.n > 0 && h.next != (h.desc ? 0 : h.n + 1)))
+        atomic_fetch_add(&s->errors, 1);
+      /* the revision last seen as the latest, wherever it lives now */
+      if (seen[k] > 0 &&
+          (immu__index_get_revision(s->ix, key, 3, seen[k], &e) != 0 ||
+           e.revision != seen[k] || e.tx != seen[k]))
+        atomic_fetch_add(&s->errors, 1);
     }
     if (++n % 16 == 0) {
       uint64_t tx = 0;
