@@ -177,6 +177,17 @@ typedef struct msg_ref {
   size_t len;
 } msg_ref;
 
+/* A request header: offsets of its NUL-terminated name and value in the
+ * call's md_buf (one buffer for all of them: a call used to cost one
+ * allocation per header). */
+typedef struct md_ref {
+  uint32_t name, value;
+} md_ref;
+#define MD_INLINE 8
+/* First size of the request message buffer: most requests fit, and a
+ * small block comes from the allocator's per-thread cache. */
+#define RX_FIRST 512
+
 typedef struct conn conn;
 
 enum resp_state { RESP_NONE, RESP_STARTED, RESP_DONE };
@@ -192,12 +203,16 @@ struct immu_grpc_call {
   char *path;
   char peer_ip[INET6_ADDRSTRLEN];
   int loopback;
-  md_entry *md;
+  md_ref *md; /* md_inl until more are needed */
   size_t nmd, cap_md;
+  char *md_buf;
+  size_t md_len, md_cap;
+  md_ref md_inl[MD_INLINE];
   uint8_t *rx;
   size_t rx_len, rx_cap;
-  msg_ref *msgs;
+  msg_ref *msgs; /* msg_inl until a second message */
   size_t nmsgs, cap_msgs;
+  msg_ref msg_inl[1];
 
   /* Shared between the worker and the loop: under mu. */
   pthread_mutex_t mu;
@@ -491,6 +506,45 @@ static int md_push(md_entry **arr, size_t *n, size_t *cap, const char *name,
   return 0;
 }
 
+/* Appends a request header to |k|'s md_buf and md. */
+static int req_md_push(immu_grpc_call *k, const char *name, size_t nlen,
+                       const char *value, size_t vlen) {
+  size_t need = k->md_len + nlen + vlen + 2;
+  if (need > UINT32_MAX)
+    return IMMU_ENOMEM;
+  if (need > k->md_cap) {
+    size_t nc = k->md_cap ? k->md_cap * 2 : 256;
+    while (nc < need)
+      nc *= 2;
+    char *nb = immu__realloc(k->md_buf, nc);
+    if (nb == NULL)
+      return IMMU_ENOMEM;
+    k->md_buf = nb;
+    k->md_cap = nc;
+  }
+  if (k->nmd == k->cap_md) {
+    size_t nc = k->cap_md * 2;
+    md_ref *na = immu__malloc(nc * sizeof *na);
+    if (na == NULL)
+      return IMMU_ENOMEM;
+    memcpy(na, k->md, k->nmd * sizeof *na);
+    if (k->md != k->md_inl)
+      immu__free(k->md);
+    k->md = na;
+    k->cap_md = nc;
+  }
+  char *p = k->md_buf + k->md_len;
+  memcpy(p, name, nlen);
+  p[nlen] = '\0';
+  memcpy(p + nlen + 1, value, vlen);
+  p[nlen + 1 + vlen] = '\0';
+  k->md[k->nmd].name = (uint32_t)k->md_len;
+  k->md[k->nmd].value = (uint32_t)(k->md_len + nlen + 1);
+  k->nmd++;
+  k->md_len = need;
+  return 0;
+}
+
 static void md_free(md_entry *arr, size_t n) {
   size_t i;
   for (i = 0; i < n; i++)
@@ -558,6 +612,10 @@ static immu_grpc_call *call_new(conn *c, int32_t stream_id) {
   k->stream_id = stream_id;
   k->stream_open = 1;
   k->timeout_us = -1;
+  k->md = k->md_inl;
+  k->cap_md = MD_INLINE;
+  k->msgs = k->msg_inl;
+  k->cap_msgs = 1;
   k->forced_status = -1;
   k->final_status = IMMU_GRPC_CANCELLED;
   clock_gettime(CLOCK_MONOTONIC, &k->t0);
@@ -575,11 +633,14 @@ static void call_free(immu_grpc_call *k) {
     immu__free(ch);
     ch = nx;
   }
-  md_free(k->md, k->nmd);
+  if (k->md != k->md_inl)
+    immu__free(k->md);
+  immu__free(k->md_buf);
   md_free(k->rh, k->nrh);
   immu__free(k->path);
   immu__free(k->rx);
-  immu__free(k->msgs);
+  if (k->msgs != k->msg_inl)
+    immu__free(k->msgs);
   immu__free(k->message);
   pthread_cond_destroy(&k->cv);
   pthread_mutex_destroy(&k->mu);
@@ -1362,8 +1423,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame,
     k->bad_timeout = k->timeout_us < 0;
     return 0;
   }
-  if (md_push(&k->md, &k->nmd, &k->cap_md, (const char *)name, namelen,
-              (const char *)value, valuelen) != 0)
+  if (req_md_push(k, (const char *)name, namelen, (const char *)value,
+                  valuelen) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return 0;
 }
@@ -1523,12 +1584,15 @@ static void rx_feed(conn *c, immu_grpc_call *k, const uint8_t *p, size_t n) {
       }
       k->call_bytes += 5 + (size_t)mlen;
       if (k->nmsgs == k->cap_msgs) {
-        size_t nc = k->cap_msgs ? k->cap_msgs * 2 : 4;
-        msg_ref *nm = immu__realloc(k->msgs, nc * sizeof *nm);
+        size_t nc = k->cap_msgs < 4 ? 4 : k->cap_msgs * 2;
+        msg_ref *nm = immu__malloc(nc * sizeof *nm);
         if (nm == NULL) {
           call_reject(c, k, 200, IMMU_GRPC_RESOURCE_EXHAUSTED, "out of memory");
           return;
         }
+        memcpy(nm, k->msgs, k->nmsgs * sizeof *nm);
+        if (k->msgs != k->msg_inl)
+          immu__free(k->msgs);
         k->msgs = nm;
         k->cap_msgs = nc;
       }
@@ -1543,7 +1607,7 @@ static void rx_feed(conn *c, immu_grpc_call *k, const uint8_t *p, size_t n) {
     {
       size_t take = k->msg_left < n ? k->msg_left : n;
       if (k->rx_len + take > k->rx_cap) {
-        size_t nc = k->rx_cap ? k->rx_cap : 4096;
+        size_t nc = k->rx_cap ? k->rx_cap : RX_FIRST;
         uint8_t *nb;
         while (nc < k->rx_len + take)
           nc *= 2;
@@ -2620,8 +2684,8 @@ const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
 const char *immu_grpc_call_metadata(const immu_grpc_call *c, const char *key) {
   size_t i;
   for (i = 0; i < c->nmd; i++)
-    if (strcmp(c->md[i].name, key) == 0)
-      return c->md[i].value;
+    if (strcmp(c->md_buf + c->md[i].name, key) == 0)
+      return c->md_buf + c->md[i].value;
   return NULL;
 }
 

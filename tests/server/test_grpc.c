@@ -457,7 +457,7 @@ typedef struct tstream {
   char grpc_message[256];
   char uuid[64];
   char x_echo[32];
-  char x_md_echo[64];
+  char x_md_echo[512];
   int nheaders;
   int trailers_only;
   uint8_t *data;
@@ -920,6 +920,44 @@ static void test_unary_echo(void **state) {
   m = resp_msg(&st, 0, &mlen);
   assert_int_equal(mlen, 5);
   assert_memory_equal(m, "hello", 5);
+
+  /* Many headers, a long one last, and two messages larger than the
+   * first request buffer: the call's header and message storage grows. */
+  {
+    const char *hv[2 * 21 + 1];
+    char names[20][8], vals[20][8], longv[400];
+    uint8_t big[3000];
+    for (int i = 0; i < 20; i++) {
+      snprintf(names[i], sizeof names[i], "x-a%d", i);
+      snprintf(vals[i], sizeof vals[i], "v%d", i);
+      hv[2 * i] = names[i];
+      hv[2 * i + 1] = vals[i];
+    }
+    memset(longv, 'L', sizeof longv - 1);
+    longv[sizeof longv - 1] = '\0';
+    hv[40] = "x-md";
+    hv[41] = longv;
+    hv[42] = NULL;
+    for (size_t i = 0; i < sizeof big; i++)
+      big[i] = (uint8_t)(i * 7);
+    ts_reset(&st);
+    free(body);
+    body = NULL;
+    blen = 0;
+    frame_append(&body, &blen, big, sizeof big);
+    frame_append(&body, &blen, (const uint8_t *)"tail", 4);
+    tc_start(tc, &st, "/t.T/Echo", hv, NULL, body, blen);
+    assert_true(tc_pump(tc, 5000, st_closed, &st));
+    assert_int_equal(st.grpc_status, 0);
+    assert_string_equal(st.x_md_echo, longv);
+    assert_int_equal(resp_count(&st), 2);
+    m = resp_msg(&st, 0, &mlen);
+    assert_int_equal(mlen, sizeof big);
+    assert_memory_equal(m, big, sizeof big);
+    m = resp_msg(&st, 1, &mlen);
+    assert_int_equal(mlen, 4);
+    assert_memory_equal(m, "tail", 4);
+  }
 
   /* An empty message and an error status with a percent-encoded text. */
   ts_reset(&st);
