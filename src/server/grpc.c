@@ -106,6 +106,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,7 +261,8 @@ struct immu_grpc_call {
   size_t pfx_have;
   size_t msg_left;
   size_t call_bytes;
-  struct event *deadline;
+  struct event *deadline; /* NULL, or the timer at the end of this
+                             allocation (assigned, never event_free'd) */
   struct timespec t0;
 };
 
@@ -513,7 +515,7 @@ static int req_md_push(immu_grpc_call *k, const char *name, size_t nlen,
   if (need > UINT32_MAX)
     return IMMU_ENOMEM;
   if (need > k->md_cap) {
-    size_t nc = k->md_cap ? k->md_cap * 2 : 256;
+    size_t nc = k->md_cap ? k->md_cap * 2 : 512;
     while (nc < need)
       nc *= 2;
     char *nb = immu__realloc(k->md_buf, nc);
@@ -590,8 +592,21 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t n,
 /* calls: lifetime                                                     */
 /* ------------------------------------------------------------------ */
 
+/* The deadline timer lives at the end of the call's allocation: a call
+ * with a grpc-timeout then costs no allocation of its own for it. */
+static size_t call_alloc_size(void) {
+  size_t a = _Alignof(max_align_t);
+  return (sizeof(immu_grpc_call) + a - 1) / a * a + event_get_struct_event_size();
+}
+
+static struct event *call_timer(immu_grpc_call *k) {
+  size_t a = _Alignof(max_align_t);
+  return (struct event *)(void *)((char *)k +
+                                  (sizeof(immu_grpc_call) + a - 1) / a * a);
+}
+
 static immu_grpc_call *call_new(conn *c, int32_t stream_id) {
-  immu_grpc_call *k = immu__calloc(1, sizeof *k);
+  immu_grpc_call *k = immu__calloc(1, call_alloc_size());
   if (k == NULL)
     return NULL;
   if (pthread_mutex_init(&k->mu, NULL) != 0) {
@@ -714,7 +729,7 @@ static void call_stream_closed(conn *c, immu_grpc_call *k,
     return;
   k->stream_open = 0;
   if (k->deadline != NULL) {
-    event_free(k->deadline);
+    event_del(k->deadline);
     k->deadline = NULL;
   }
   if (k->resp == RESP_DONE && error_code == NGHTTP2_NO_ERROR)
@@ -1521,11 +1536,11 @@ static void headers_complete(conn *c, immu_grpc_call *k) {
     return;
   }
   if (k->timeout_us >= 0) {
-    k->deadline = event_new(s->base, -1, 0, deadline_cb, k);
-    if (k->deadline == NULL) {
-      call_reject(c, k, 200, IMMU_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    if (event_assign(call_timer(k), s->base, -1, 0, deadline_cb, k) != 0) {
+      call_reject(c, k, 200, IMMU_GRPC_INTERNAL, "cannot arm the deadline");
       return;
     }
+    k->deadline = call_timer(k);
     if (k->timeout_us == 0) {
       event_active(k->deadline, EV_TIMEOUT, 0);
     } else {

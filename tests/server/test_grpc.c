@@ -925,7 +925,7 @@ static void test_unary_echo(void **state) {
    * first request buffer: the call's header and message storage grows. */
   {
     const char *hv[2 * 21 + 1];
-    char names[20][8], vals[20][8], longv[400];
+    char names[20][16], vals[20][16], longv[400];
     uint8_t big[3000];
     for (int i = 0; i < 20; i++) {
       snprintf(names[i], sizeof names[i], "x-a%d", i);
