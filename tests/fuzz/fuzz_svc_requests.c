@@ -8,7 +8,8 @@
  * logs in as the sysadmin (token and session on defaultdb) and creates a
  * read-only user. Each input is one call of one method of the server's
  * full method table (immu_server_methods), run on the fuzzer's thread
- * through a fake transport call defined here (server.h's call API).
+ * through the shared fake transport call (tests/server/fake_call.c,
+ * server.h's call API).
  *
  * Input layout:
  *   byte 0  method: index into the method table (modulo its size)
@@ -32,10 +33,10 @@
  * it sends unpacks as the method's reply type; a unary call that ends OK
  * sent exactly one message.
  *
- * Built with -DIMMU_FUZZ_SVC_GEN (and without replay_main.c), the file
- * has a main(OUTDIR) that writes the seed corpus: valid requests of every
- * method, some with other credentials, split modes or cancelled, named by
- * their SHA-256.
+ * Built with -DIMMU_FUZZ_SVC_GEN (and without replay_main.c, but with
+ * tests/server/fake_call.c), the file has a main(OUTDIR) that writes the
+ * seed corpus: valid requests of every method, some with other
+ * credentials, split modes or cancelled, named by their SHA-256.
  *
  * Bounds: immu_grpc_call_cancelled answers 1 once a fuzzed call is
  * CANCEL_AFTER_MS old, so every wait of a handler (index waits, sinceTx)
@@ -49,13 +50,11 @@
 #include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -63,6 +62,7 @@
 
 #include "immudb/err.h"
 #include "schema.pb-c.h"
+#include "server/fake_call.h"
 #include "server/server.h"
 
 #define CANCEL_AFTER_MS 5
@@ -99,205 +99,6 @@ static void *xmalloc(size_t n) {
   if (p == NULL)
     die("out of memory");
   return p;
-}
-
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ------------------------------------------------------------------ */
-/* Fake transport: server.h's call API                                 */
-/* ------------------------------------------------------------------ */
-
-struct immu_grpc_call {
-  const char *path;
-  uint8_t **msgs; /* each in its own allocation of exactly lens[i] bytes */
-  size_t *lens;
-  size_t nmsgs;
-  const char *auth; /* "authorization" metadata or NULL */
-  const char *sid;  /* "sessionid" metadata or NULL */
-  int64_t start_ms;
-  int timed;     /* cancelled once CANCEL_AFTER_MS old (fuzzed calls) */
-  int cancelled; /* from the start */
-  const ProtobufCMessageDescriptor *reply_desc; /* NULL: not checked */
-  int keep_reply;                               /* internal calls */
-  /* results */
-  size_t nsent, sent_bytes;
-  ProtobufCMessage *reply; /* first reply, when keep_reply */
-  int finished;
-  int status;
-  char message[256];
-  int detached; /* Set/VerifiableSet finish on an engine or worker thread */
-  int on_loop;  /* first run of a TRY_INLINE handler, as on the I/O loop */
-  int deferred;
-};
-
-/* Guards |finished| of detached calls; one pair for every call. */
-static pthread_mutex_t g_call_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_call_cv = PTHREAD_COND_INITIALIZER;
-
-size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
-  return c->nmsgs;
-}
-
-const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
-                                  size_t *len) {
-  if (i >= c->nmsgs) {
-    *len = 0;
-    return NULL;
-  }
-  *len = c->lens[i];
-  return c->msgs[i];
-}
-
-const char *immu_grpc_call_metadata(const immu_grpc_call *c, const char *key) {
-  if (c->finished)
-    die("%s: metadata read after finish", c->path);
-  if (strcmp(key, "authorization") == 0)
-    return c->auth;
-  if (strcmp(key, "sessionid") == 0)
-    return c->sid;
-  return NULL;
-}
-
-const char *immu_grpc_call_path(const immu_grpc_call *c) {
-  return c->path;
-}
-
-const char *immu_grpc_call_peer_ip(const immu_grpc_call *c) {
-  (void)c;
-  return "127.0.0.1";
-}
-
-int immu_grpc_call_peer_is_loopback(const immu_grpc_call *c) {
-  (void)c;
-  return 1;
-}
-
-int immu_grpc_call_cancelled(const immu_grpc_call *c) {
-  return c->cancelled ||
-         (c->timed && mono_ms() - c->start_ms >= CANCEL_AFTER_MS);
-}
-
-int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
-                              const char *value) {
-  if (key == NULL || value == NULL)
-    die("%s: add_header with NULL", c->path);
-  if (c->finished || c->nsent > 0)
-    return IMMU_EINVAL;
-  return 0;
-}
-
-int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
-  if (c->finished)
-    die("%s: send after finish", c->path);
-  if (len > 0 && msg == NULL)
-    die("%s: send of %zu bytes from NULL", c->path, len);
-  if (c->cancelled || c->sent_bytes + len > SEND_CAP)
-    return IMMU_ECLOSED;
-  if (c->reply_desc != NULL) {
-    ProtobufCMessage *m = protobuf_c_message_unpack(c->reply_desc, NULL, len,
-                                                    msg);
-    if (m == NULL)
-      die("%s: reply message %zu (%zu bytes) does not unpack as %s", c->path,
-          c->nsent, len, c->reply_desc->name);
-    if (c->keep_reply && c->reply == NULL)
-      c->reply = m;
-    else
-      protobuf_c_message_free_unpacked(m, NULL);
-  }
-  c->nsent++;
-  c->sent_bytes += len;
-  return 0;
-}
-
-void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
-  if (c->finished)
-    die("%s: call finished twice (%d \"%s\", then %d \"%s\")", c->path,
-        c->status, c->message, status, msg ? msg : "");
-  if (status < 0 || status > 16)
-    die("%s: finished with status %d", c->path, status);
-  pthread_mutex_lock(&g_call_mu);
-  c->status = status;
-  snprintf(c->message, sizeof c->message, "%s", msg ? msg : "");
-  c->finished = 1;
-  pthread_cond_broadcast(&g_call_cv);
-  pthread_mutex_unlock(&g_call_mu);
-}
-
-void immu_grpc_call_detach(immu_grpc_call *c) {
-  if (c->detached || c->finished)
-    die("%s: detach of a detached or finished call", c->path);
-  c->detached = 1;
-}
-
-typedef struct resume_job {
-  immu_grpc_call *c;
-  void (*fn)(immu_grpc_call *, void *);
-  void *arg;
-} resume_job;
-
-static void *resume_main(void *p) {
-  resume_job *r = p;
-  r->fn(r->c, r->arg);
-  free(r);
-  return NULL;
-}
-
-/* As the transport: |fn| runs on another thread, never in the caller. */
-void immu_grpc_call_resume(immu_grpc_call *c,
-                           void (*fn)(immu_grpc_call *c, void *arg),
-                           void *arg) {
-  resume_job *r = xmalloc(sizeof *r);
-  pthread_t th;
-  if (!c->detached)
-    die("%s: resume of a call that is not detached", c->path);
-  *r = (resume_job){c, fn, arg};
-  if (pthread_create(&th, NULL, resume_main, r) != 0)
-    die("resume: pthread_create failed");
-  pthread_detach(th);
-}
-
-int immu_grpc_call_on_loop(const immu_grpc_call *c) {
-  return c->on_loop;
-}
-
-void immu_grpc_call_defer(immu_grpc_call *c) {
-  if (!c->on_loop || c->deferred || c->finished || c->detached ||
-      c->nsent > 0)
-    die("%s: defer outside a fresh inline attempt", c->path);
-  c->deferred = 1;
-}
-
-static void call_add_msg(immu_grpc_call *c, const uint8_t *p, size_t n) {
-  if (c->nmsgs % 16 == 0) {
-    uint8_t **nm = realloc(c->msgs, (c->nmsgs + 16) * sizeof *nm);
-    size_t *nl;
-    if (nm == NULL)
-      die("out of memory");
-    c->msgs = nm;
-    nl = realloc(c->lens, (c->nmsgs + 16) * sizeof *nl);
-    if (nl == NULL)
-      die("out of memory");
-    c->lens = nl;
-  }
-  c->msgs[c->nmsgs] = xmalloc(n);
-  if (n > 0)
-    memcpy(c->msgs[c->nmsgs], p, n);
-  c->lens[c->nmsgs] = n;
-  c->nmsgs++;
-}
-
-static void call_clear(immu_grpc_call *c) {
-  for (size_t i = 0; i < c->nmsgs; i++)
-    free(c->msgs[i]);
-  free(c->msgs);
-  free(c->lens);
-  if (c->reply != NULL)
-    protobuf_c_message_free_unpacked(c->reply, NULL);
-  memset(c, 0, sizeof *c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -393,33 +194,16 @@ static const method_info *method_by_name(const char *name) {
   return NULL;
 }
 
-/* Runs |c| through |mi| and checks the transport contract. */
+/* Runs |c| through |mi| and checks the transport contract: every reply
+ * must unpack as the method's reply type, at most SEND_CAP bytes are
+ * sent. The fake runs a TRY_INLINE handler first "on the loop" and again
+ * "on a worker" if it defers, waits (without a limit) for a detached
+ * call, and dies unless the call ends finished. */
 static void run_call(const method_info *mi, immu_grpc_call *c) {
   c->path = mi->m->path;
   c->reply_desc = mi->reply_desc;
-  c->status = -1;
-  c->start_ms = mono_ms();
-  /* As the transport: a TRY_INLINE handler first runs "on the loop" and
-   * may ask for a second run on a worker. */
-  c->on_loop = (mi->m->flags & IMMU_GRPC_METHOD_TRY_INLINE) != 0;
-  mi->m->handler(c, mi->m->arg);
-  if (c->on_loop) {
-    c->on_loop = 0;
-    if (c->deferred) {
-      if (c->finished || c->detached)
-        die("%s: deferred and answered", c->path);
-      c->deferred = 0;
-      mi->m->handler(c, mi->m->arg);
-    }
-  }
-  if (c->detached) {
-    pthread_mutex_lock(&g_call_mu);
-    while (!c->finished)
-      pthread_cond_wait(&g_call_cv, &g_call_mu);
-    pthread_mutex_unlock(&g_call_mu);
-  }
-  if (!c->finished)
-    die("%s: the handler returned without finishing the call", c->path);
+  c->send_cap = SEND_CAP;
+  fake_call_run(c, mi->m->handler, mi->m->arg, mi->m->flags);
   if (c->status == IMMU_GRPC_OK && !mi->server_streaming && !c->cancelled &&
       c->nsent != 1)
     die("%s: unary call ended OK after %zu reply messages", c->path,
@@ -434,19 +218,12 @@ static ProtobufCMessage *internal_call(const char *name,
   const method_info *mi = method_by_name(name);
   immu_grpc_call c;
   ProtobufCMessage *r = NULL;
-  size_t n;
-  uint8_t *buf;
   if (mi == NULL)
     die("the server has no method %s", name);
-  memset(&c, 0, sizeof c);
-  n = req ? protobuf_c_message_get_packed_size(req) : 0;
-  buf = xmalloc(n);
-  if (req != NULL)
-    protobuf_c_message_pack(req, buf);
-  call_add_msg(&c, buf, n);
-  free(buf);
-  c.auth = auth;
-  c.sid = sid;
+  fake_call_init(&c, NULL);
+  fake_call_add_pb(&c, req);
+  fake_call_set_auth(&c, auth);
+  fake_call_set_sid(&c, sid);
   c.keep_reply = 1;
   run_call(mi, &c);
   if (c.status == IMMU_GRPC_OK) {
@@ -456,7 +233,7 @@ static ProtobufCMessage *internal_call(const char *name,
     fprintf(stderr, "fuzz_svc_requests: %s: %d %s\n", name, c.status,
             c.message);
   }
-  call_clear(&c);
+  fake_call_clear(&c);
   return r;
 }
 
@@ -688,7 +465,7 @@ static void split_messages(immu_grpc_call *c, uint8_t flags, const uint8_t *p,
                            size_t n) {
   switch ((flags >> 2) & 3) {
   case 0:
-    call_add_msg(c, p, n);
+    fake_call_add_msg(c, p, n);
     break;
   case 1:
   case 2: {
@@ -696,7 +473,7 @@ static void split_messages(immu_grpc_call *c, uint8_t flags, const uint8_t *p,
     while (n > 0 && c->nmsgs < MAX_MSGS) {
       size_t len;
       if (n < hl) {
-        call_add_msg(c, p, n);
+        fake_call_add_msg(c, p, n);
         break;
       }
       len = hl == 1 ? p[0] : ((size_t)p[0] << 8 | p[1]);
@@ -704,7 +481,7 @@ static void split_messages(immu_grpc_call *c, uint8_t flags, const uint8_t *p,
       n -= hl;
       if (len > n)
         len = n;
-      call_add_msg(c, p, len);
+      fake_call_add_msg(c, p, len);
       p += len;
       n -= len;
     }
@@ -722,7 +499,7 @@ static void split_messages(immu_grpc_call *c, uint8_t flags, const uint8_t *p,
       plen = protobuf_c_message_get_packed_size(&ch.base);
       buf = xmalloc(plen);
       protobuf_c_message_pack(&ch.base, buf);
-      call_add_msg(c, buf, plen);
+      fake_call_add_msg(c, buf, plen);
       free(buf);
       p += take;
       n -= take;
@@ -751,22 +528,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   mi = &g.methods[data[0] % g.nmethods];
   flags = size > 1 ? data[1] : 0;
-  memset(&c, 0, sizeof c);
+  fake_call_init(&c, NULL);
   switch (flags & 3) {
   case 0:
-    c.auth = g.admin_tok;
+    fake_call_set_auth(&c, g.admin_tok);
     break;
   case 1:
-    c.sid = g.admin_sid;
+    fake_call_set_sid(&c, g.admin_sid);
     break;
   case 2:
-    c.auth = g.reader_tok;
+    fake_call_set_auth(&c, g.reader_tok);
     break;
   default:
     break;
   }
   c.cancelled = (flags & 0x80) != 0;
-  c.timed = 1;
+  c.cancel_after_ms = CANCEL_AFTER_MS;
   split_messages(&c, flags, data + (size > 1 ? 2 : 1),
                  size > 1 ? size - 2 : 0);
   run_call(mi, &c);
@@ -781,7 +558,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (ndb > MAX_DBS)
       g.inputs = RECREATE_EVERY; /* recreate before the next input */
   }
-  call_clear(&c);
+  fake_call_clear(&c);
   if ((check || g.inputs % CHECK_EVERY == 0) && g.inputs < RECREATE_EVERY &&
       creds_repair() != 0)
     g.inputs = RECREATE_EVERY;

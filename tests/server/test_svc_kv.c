@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The data half of ImmuService (src/server/svc_kv.c, svc_stream.c,
- * svc_conv.c) driven without sockets: a fake immu_grpc_call (defined here,
- * implementing server.h's call API) carries packed request messages in and
- * captures every sent message and the final status.
+ * svc_conv.c) driven without sockets: a fake immu_grpc_call (the shared
+ * tests/server/fake_call.c, implementing server.h's call API) carries
+ * packed request messages in and captures every sent message and the
+ * final status.
  *
  * Every verifiable reply is checked the way immudb-node 1.1.1 checks it
  * (immudb-crypto.md 7.5) after unpacking the reply BYTES with the
@@ -46,6 +47,7 @@
 
 #include "core/endian.h"
 #include "core/mem.h"
+#include "fake_call.h"
 #include "immudb/crypto.h"
 #include "immudb/db.h"
 #include "schema.pb-c.h"
@@ -84,204 +86,23 @@ static void *xrealloc(void *p, size_t n) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Fake transport: server.h's call API                                 */
+/* Fake transport: tests/server/fake_call.c                            */
 /* ------------------------------------------------------------------ */
 
-struct immu_grpc_call {
-  const char *path;
-  uint8_t **msgs;
-  size_t *lens;
-  size_t nmsgs;
-  char auth[160]; /* "authorization" metadata ("" = none) */
-  volatile int cancelled;
-  /* results */
-  uint8_t **sent;
-  size_t *sent_len;
-  size_t nsent;
-  int finished;
-  int status;
-  char message[1024];
-  /* detached calls (Set, VerifiableSet) finish on another thread */
-  int detached;
-  /* TRY_INLINE methods (Get): first run as on the I/O loop; ndefers counts
-   * the handler's requests to run again on a worker */
-  int on_loop;
-  int deferred;
-  int ndefers;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-};
-
-size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
-  return c->nmsgs;
+/* A broken transport contract (the fake's checks) fails the test. */
+static void fake_fail_cmocka(const char *fmt, va_list ap) {
+  char msg[1400];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  fail_msg("%s", msg);
 }
 
-const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
-                                  size_t *len) {
-  if (i >= c->nmsgs) {
-    *len = 0;
-    return NULL;
-  }
-  *len = c->lens[i];
-  return c->msgs[i];
-}
-
-const char *immu_grpc_call_metadata(const immu_grpc_call *c, const char *key) {
-  if (strcmp(key, "authorization") == 0 && c->auth[0] != '\0')
-    return c->auth;
-  return NULL;
-}
-
-const char *immu_grpc_call_path(const immu_grpc_call *c) {
-  return c->path;
-}
-const char *immu_grpc_call_peer_ip(const immu_grpc_call *c) {
-  (void)c;
-  return "127.0.0.1";
-}
-int immu_grpc_call_peer_is_loopback(const immu_grpc_call *c) {
-  (void)c;
-  return 1;
-}
-int immu_grpc_call_cancelled(const immu_grpc_call *c) {
-  return c->cancelled;
-}
-
-int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
-                              const char *value) {
-  (void)c;
-  (void)key;
-  (void)value;
-  return 0;
-}
-
-int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
-  if (c->finished)
-    fail_msg("send after finish");
-  if (c->cancelled)
-    return IMMU_ECLOSED;
-  c->sent = xrealloc(c->sent, (c->nsent + 1) * sizeof *c->sent);
-  c->sent_len = xrealloc(c->sent_len, (c->nsent + 1) * sizeof *c->sent_len);
-  c->sent[c->nsent] = xmalloc(len);
-  if (len > 0)
-    memcpy(c->sent[c->nsent], msg, len);
-  c->sent_len[c->nsent] = len;
-  c->nsent++;
-  return 0;
-}
-
-void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
-  pthread_mutex_lock(&c->mu);
-  if (c->finished)
-    fail_msg("call finished twice (%d %s, then %d %s)", c->status, c->message,
-             status, msg ? msg : "");
-  c->status = status;
-  snprintf(c->message, sizeof c->message, "%s", msg ? msg : "");
-  c->finished = 1;
-  pthread_cond_broadcast(&c->cv);
-  pthread_mutex_unlock(&c->mu);
-}
-
-void immu_grpc_call_detach(immu_grpc_call *c) {
-  pthread_mutex_lock(&c->mu);
-  if (c->detached || c->finished)
-    fail_msg("detach of a detached or finished call");
-  c->detached = 1;
-  pthread_mutex_unlock(&c->mu);
-}
-
-int immu_grpc_call_on_loop(const immu_grpc_call *c) {
-  return c->on_loop;
-}
-
-void immu_grpc_call_defer(immu_grpc_call *c) {
-  if (!c->on_loop || c->deferred || c->finished || c->detached ||
-      c->nsent > 0)
-    fail_msg("defer outside a fresh inline attempt");
-  c->deferred = 1;
-}
-
-typedef struct resume_job {
-  immu_grpc_call *c;
-  void (*fn)(immu_grpc_call *, void *);
-  void *arg;
-} resume_job;
-
-static void *resume_main(void *p) {
-  resume_job *r = p;
-  r->fn(r->c, r->arg);
-  free(r);
-  return NULL;
-}
-
-/* Like the transport: |fn| runs on another thread (a worker), never
- * inside the caller (an engine callback). */
-void immu_grpc_call_resume(immu_grpc_call *c,
-                           void (*fn)(immu_grpc_call *c, void *arg),
-                           void *arg) {
-  resume_job *r = malloc(sizeof *r);
-  pthread_t th;
-  if (r == NULL || !c->detached)
-    fail_msg("resume: out of memory or call not detached");
-  *r = (resume_job){c, fn, arg};
-  if (pthread_create(&th, NULL, resume_main, r) != 0)
-    fail_msg("resume: pthread_create");
-  pthread_detach(th);
-}
-
-/* Waits (at most 30 s) until a detached call is finished. */
-static void call_wait(immu_grpc_call *c) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += 30;
-  pthread_mutex_lock(&c->mu);
-  while (!c->finished)
-    if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) != 0)
-      break;
-  pthread_mutex_unlock(&c->mu);
-}
-
+/* This test's calls keep every sent message's bytes (sent[], sent_len[])
+ * and wait at most 30 s for a detached call to finish. */
 static immu_grpc_call *call_new(const char *path) {
-  immu_grpc_call *c = calloc(1, sizeof *c);
-  if (c == NULL)
-    fail_msg("out of memory");
-  c->path = path;
-  c->status = -1;
-  pthread_mutex_init(&c->mu, NULL);
-  pthread_cond_init(&c->cv, NULL);
+  immu_grpc_call *c = fake_call_new(path);
+  c->record_sent = 1;
+  c->wait_timeout_s = 30;
   return c;
-}
-
-static void call_push_raw(immu_grpc_call *c, const void *p, size_t n) {
-  c->msgs = xrealloc(c->msgs, (c->nmsgs + 1) * sizeof *c->msgs);
-  c->lens = xrealloc(c->lens, (c->nmsgs + 1) * sizeof *c->lens);
-  c->msgs[c->nmsgs] = xmalloc(n);
-  if (n > 0)
-    memcpy(c->msgs[c->nmsgs], p, n);
-  c->lens[c->nmsgs] = n;
-  c->nmsgs++;
-}
-
-static void call_push(immu_grpc_call *c, const ProtobufCMessage *m) {
-  size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *b = xmalloc(n);
-  protobuf_c_message_pack(m, b);
-  call_push_raw(c, b, n);
-  free(b);
-}
-
-static void call_free(immu_grpc_call *c) {
-  if (c == NULL)
-    return;
-  for (size_t i = 0; i < c->nmsgs; i++)
-    free(c->msgs[i]);
-  for (size_t i = 0; i < c->nsent; i++)
-    free(c->sent[i]);
-  free(c->msgs);
-  free(c->lens);
-  free(c->sent);
-  free(c->sent_len);
-  free(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -515,14 +336,14 @@ static void *admin_rpc(fixture *fx, const char *name,
   void *harg = NULL;
   immu_grpc_handler h = table_handler(fx->srv, name, &harg);
   ProtobufCMessage *m;
-  snprintf(c->auth, sizeof c->auth, "%s", fx->auth);
-  call_push(c, req);
+  fake_call_set_auth(c, fx->auth);
+  fake_call_add_pb(c, req);
   h(c, harg);
   if (c->status != IMMU_GRPC_OK || c->nsent != 1)
     fail_msg("%s: %d %s", name, c->status, c->message);
   m = protobuf_c_message_unpack(desc, NULL, c->sent_len[0], c->sent[0]);
   assert_non_null(m);
-  call_free(c);
+  fake_call_free(c);
   return m;
 }
 
@@ -654,12 +475,12 @@ static void set_perm(fixture *fx, int perm) {
     cu.password = S(pw);
     cu.permission = (uint32_t)perm;
     cu.database = (char *)DBNAME;
-    snprintf(c->auth, sizeof c->auth, "%s", fx->auth);
-    call_push(c, &cu.base);
+    fake_call_set_auth(c, fx->auth);
+    fake_call_add_pb(c, &cu.base);
     h(c, harg);
     if (c->status != IMMU_GRPC_OK && strstr(c->message, "exists") == NULL)
       fail_msg("CreateUser: %d %s", c->status, c->message);
-    call_free(c);
+    fake_call_free(c);
     login_as(fx, name, pw);
   }
 #endif
@@ -681,40 +502,24 @@ static immu_grpc_handler handler_of(const char *name) {
   return NULL;
 }
 
-/* Runs |c| through method |name| (the call must end finished). With the
- * real auth half the call goes through the server's full method table,
- * which must route it to our handler. */
+/* Runs |c| through method |name| (the call must end finished; the fake
+ * runs a TRY_INLINE handler first as on the I/O loop, and again, as on a
+ * worker, if it defers). With the real auth half the call goes through the
+ * server's full method table, which must route it to our handler. */
 static void run(fixture *fx, const char *name, immu_grpc_call *c) {
   if (c->auth[0] == '\0')
-    snprintf(c->auth, sizeof c->auth, "%s", fx->auth);
+    fake_call_set_auth(c, fx->auth);
 #ifdef IMMU_TEST_REAL_AUTH
   {
     void *harg = NULL;
     unsigned flags = 0;
     immu_grpc_handler h = table_handler_flags(fx->srv, name, &harg, &flags);
     assert_true(h == handler_of(name));
-    /* As the transport: a TRY_INLINE handler runs first as on the I/O
-     * loop, and again (as on a worker) if it defers. */
-    c->on_loop = (flags & IMMU_GRPC_METHOD_TRY_INLINE) != 0;
-    h(c, harg);
-    if (c->on_loop) {
-      c->on_loop = 0;
-      if (c->deferred) {
-        if (c->finished || c->detached)
-          fail_msg("%s: deferred and answered", name);
-        c->deferred = 0;
-        c->ndefers++;
-        h(c, harg);
-      }
-    }
+    fake_call_run(c, h, harg, flags);
   }
 #else
-  handler_of(name)(c, fx->srv);
+  fake_call_run(c, handler_of(name), fx->srv, 0);
 #endif
-  if (c->detached)
-    call_wait(c);
-  if (!c->finished)
-    fail_msg("%s did not finish its call", name);
 }
 
 /* One request message (NULL: an empty message, e.g. google.protobuf.Empty)
@@ -722,10 +527,7 @@ static void run(fixture *fx, const char *name, immu_grpc_call *c) {
 static immu_grpc_call *rpc(fixture *fx, const char *name,
                            const ProtobufCMessage *req) {
   immu_grpc_call *c = call_new(name);
-  if (req != NULL)
-    call_push(c, req);
-  else
-    call_push_raw(c, "", 0);
+  fake_call_add_pb(c, req);
   run(fx, name, c);
   return c;
 }
@@ -754,7 +556,7 @@ static void *rpc_ok(fixture *fx, const char *name, const ProtobufCMessage *req,
   if (raw != NULL)
     *raw = c;
   else
-    call_free(c);
+    fake_call_free(c);
   return m;
 }
 
@@ -764,7 +566,7 @@ static void rpc_fail(fixture *fx, const char *name, const ProtobufCMessage *req,
   immu_grpc_call *c = rpc(fx, name, req);
   expect_status(c, status, substr);
   assert_int_equal(c->nsent, 0);
-  call_free(c);
+  fake_call_free(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1262,7 +1064,7 @@ static void verified_set(fixture *fx, const char *k, const char *v) {
   vt = rpc_ok(fx, "VerifiableSet", &req.base,
               &immudb__schema__verifiable_tx__descriptor, &c);
   wire_check(&m_vtx, c->sent[0], c->sent_len[0]);
-  call_free(c);
+  fake_call_free(c);
   assert_int_equal(vt->tx->header->nentries, 1);
   assert_int_equal(immu_enc_key(U8(k), strlen(k), kb, sizeof kb, &kn), 0);
   assert_int_equal(immu_enc_value(U8(v), strlen(v), vb, strlen(v) + 1, &vn), 0);
@@ -1287,7 +1089,7 @@ static Immudb__Schema__Entry *verified_get(fixture *fx, const char *k,
   ve = rpc_ok(fx, "VerifiableGet", &req.base,
               &immudb__schema__verifiable_entry__descriptor, &c);
   wire_check(&m_vent, c->sent[0], c->sent_len[0]);
-  call_free(c);
+  fake_call_free(c);
   node_verify_get(fx, ve, k);
   e = ve->entry;
   ve->entry = NULL; /* keep it */
@@ -1353,7 +1155,7 @@ static void test_set_get(void **state) {
     kr.key = S("k1");
     e = rpc_ok(fx, "Get", &kr.base, &immudb__schema__entry__descriptor, &c);
     wire_check(&m_ent, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     FREE(e);
   }
 
@@ -1418,10 +1220,10 @@ static void test_set_get(void **state) {
   }
   /* a request that does not decode */
   c = call_new("Get");
-  call_push_raw(c, "\x0a\xff", 2);
+  fake_call_add_msg(c, "\x0a\xff", 2);
   run(fx, "Get", c);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "malformed");
-  call_free(c);
+  fake_call_free(c);
 }
 
 /* Get tries to answer on the I/O loop (IMMU_GRPC_METHOD_TRY_INLINE) and
@@ -1452,7 +1254,7 @@ static void expect_get(fixture *fx, const char *k, uint64_t at_tx,
     fail_msg("Get %s (atTx %" PRIu64 ", atRevision %" PRId64 "): %d defers, "
              "expected %d", k, at_tx, at_rev, c->ndefers, ndefers);
   FREE(e);
-  call_free(c);
+  fake_call_free(c);
 }
 
 static void test_get_inline(void **state) {
@@ -1490,15 +1292,15 @@ static void test_get_inline(void **state) {
   c = get_call(fx, "absent", 0, 0, 0);
   expect_status(c, IMMU_GRPC_UNKNOWN, "key not found");
   assert_int_equal(c->ndefers, 0);
-  call_free(c);
+  fake_call_free(c);
   c = get_call(fx, "small", 0, 0, 99);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "illegal arguments");
   assert_int_equal(c->ndefers, 0);
-  call_free(c);
+  fake_call_free(c);
   c = get_call(fx, "", 0, 0, 0);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "empty key");
   assert_int_equal(c->ndefers, 0);
-  call_free(c);
+  fake_call_free(c);
 
   /* moved to a worker: what needs the log or another lookup */
   expect_get(fx, "small", 1, 0, "v1", 2, 1);  /* atTx */
@@ -1509,7 +1311,7 @@ static void test_get_inline(void **state) {
   c = get_call(fx, "small", 99, 0, 0);
   expect_status(c, IMMU_GRPC_UNKNOWN, "tx not found");
   assert_int_equal(c->ndefers, 1);
-  call_free(c);
+  fake_call_free(c);
 }
 
 static void test_getall_scan_count_history(void **state) {
@@ -1531,7 +1333,7 @@ static void test_getall_scan_count_history(void **state) {
     es = rpc_ok(fx, "GetAll", &req.base, &immudb__schema__entries__descriptor,
                 &c);
     wire_check(&m_ents, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     assert_int_equal(es->n_entries, 2);
     assert_bin(es->entries[0]->key, "a1");
     assert_bin(es->entries[0]->value, "x1b");
@@ -1679,7 +1481,7 @@ static void test_refs_zsets_execall(void **state) {
     zs =
         rpc_ok(fx, "ZScan", &q.base, &immudb__schema__zentries__descriptor, &c);
     wire_check(&m_zents, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     assert_int_equal(zs->n_entries, 2);
     assert_bin(zs->entries[0]->key, "key2");
     assert_true(zs->entries[0]->score == -1.0);
@@ -1797,7 +1599,7 @@ static void test_tx_by_id_scan(void **state) {
   req.tx = 1;
   tx = rpc_ok(fx, "TxById", &req.base, &immudb__schema__tx__descriptor, &c);
   wire_check(&m_tx, c->sent[0], c->sent_len[0]);
-  call_free(c);
+  fake_call_free(c);
   assert_int_equal(tx->header->id, 1);
   assert_int_equal(tx->n_entries, 2);
   assert_bin_n(tx->entries[1]->key, "\x00t2", 3);
@@ -1820,7 +1622,7 @@ static void test_tx_by_id_scan(void **state) {
     tl = rpc_ok(fx, "TxScan", &sr.base, &immudb__schema__tx_list__descriptor,
                 &c);
     wire_check(&m_txl, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     assert_int_equal(tl->n_txs, 2);
     assert_int_equal(tl->txs[0]->header->id, 1);
     assert_int_equal(tl->txs[1]->header->id, 2);
@@ -1850,7 +1652,7 @@ static void test_current_state(void **state) {
   st = rpc_ok(fx, "CurrentState", NULL,
               &immudb__schema__immutable_state__descriptor, &c);
   wire_check(&m_state, c->sent[0], c->sent_len[0]);
-  call_free(c);
+  fake_call_free(c);
   assert_string_equal(st->db, DBNAME);
   assert_int_equal(st->txid, 0);
   assert_bin_n(st->txhash, immu_empty_digest.b, 32);
@@ -1892,7 +1694,7 @@ static void test_current_state(void **state) {
                   &immudb__schema__verifiable_tx__descriptor, &c2);
       assert_null(vt->signature);
       wire_check(&m_vtx, c2->sent[0], c2->sent_len[0]);
-      call_free(c2);
+      fake_call_free(c2);
       FREE(vt);
     }
     fx->stub.signer = sg;
@@ -2025,7 +1827,7 @@ static void test_verified_tx_ref_zadd(void **state) {
     vt = rpc_ok(fx, "VerifiableTxById", &r.base,
                 &immudb__schema__verifiable_tx__descriptor, &c);
     wire_check(&m_vtx, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     node_verify_tx(fx, vt, id);
     FREE(vt);
   }
@@ -2061,7 +1863,7 @@ static void test_verified_tx_ref_zadd(void **state) {
     vt = rpc_ok(fx, "VerifiableSetReference", &req.base,
                 &immudb__schema__verifiable_tx__descriptor, &c);
     wire_check(&m_vtx, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     assert_int_equal(immu_enc_key(U8(ref), strlen(ref), kb, sizeof kb, &kn), 0);
     assert_int_equal(
         immu_enc_ref_value(U8("tk2"), 3, rr.attx, vb, sizeof vb, &vn), 0);
@@ -2098,7 +1900,7 @@ static void test_verified_tx_ref_zadd(void **state) {
     vt = rpc_ok(fx, "VerifiableZAdd", &req.base,
                 &immudb__schema__verifiable_tx__descriptor, &c);
     wire_check(&m_vtx, c->sent[0], c->sent_len[0]);
-    call_free(c);
+    fake_call_free(c);
     assert_int_equal(immu_enc_zadd_key(U8("zs"), 2, zr.score, U8("tk1"), 3,
                                        zr.attx, kb, sizeof kb, &kn),
                      0);
@@ -2211,27 +2013,27 @@ static void test_permissions(void **state) {
     c = rpc(fx, admins[i], NULL);
     expect_status(c, IMMU_GRPC_PERMISSION_DENIED, NULL);
     assert_int_equal(c->nsent, 0);
-    call_free(c);
+    fake_call_free(c);
   }
   set_perm(fx, IMMU_PERM_NONE);
   for (size_t i = 0; i < sizeof reads / sizeof *reads; i++) {
     c = rpc(fx, reads[i], NULL);
     expect_status(c, DENIED_NONE, NULL);
-    call_free(c);
+    fake_call_free(c);
   }
   set_perm(fx, IMMU_PERM_READ);
   for (size_t i = 0; i < sizeof writes / sizeof *writes; i++) {
     c = rpc(fx, writes[i], NULL);
     expect_status(c, IMMU_GRPC_PERMISSION_DENIED, NULL);
     assert_int_equal(c->nsent, 0);
-    call_free(c);
+    fake_call_free(c);
   }
   /* reads pass the check (an empty request then fails or succeeds on its
    * own terms, never with PERMISSION_DENIED) */
   for (size_t i = 0; i < sizeof reads / sizeof *reads; i++) {
     c = rpc(fx, reads[i], NULL);
     assert_int_not_equal(c->status, IMMU_GRPC_PERMISSION_DENIED);
-    call_free(c);
+    fake_call_free(c);
   }
   set_perm(fx, IMMU_PERM_READWRITE);
   set1(fx, "p", "r");
@@ -2244,7 +2046,7 @@ static void test_permissions(void **state) {
       continue; /* a read that needs readwrite */
     c = rpc(fx, writes[i], NULL);
     expect_status(c, IMMU_GRPC_PERMISSION_DENIED, "read-only");
-    call_free(c);
+    fake_call_free(c);
   }
   FREE(get_req(fx, "p", 0, 0));
   snprintf(fx->stub.db_name, sizeof fx->stub.db_name, DBNAME);
@@ -2262,7 +2064,7 @@ static void test_permissions(void **state) {
     for (size_t i = 0; i < sizeof writes / sizeof *writes; i++) {
       c = rpc(fx, writes[i], NULL);
       expect_status(c, IMMU_GRPC_PERMISSION_DENIED, "read-only");
-      call_free(c);
+      fake_call_free(c);
     }
     set_perm(fx, IMMU_PERM_SYSADMIN);
   }
@@ -2287,8 +2089,8 @@ static void test_wait_cancelled(void **state) {
   double secs;
 
   set1(fx, "w", "1");
-  call_push_raw(c, "", 0);
-  snprintf(c->auth, sizeof c->auth, "%s", fx->auth);
+  fake_call_add_msg(c, "", 0);
+  fake_call_set_auth(c, fx->auth);
   assert_int_equal(immu_srv_begin(fx->srv, c, IMMU_PERM_READ, 1, &ctx), 0);
   /* the index has tx 1; tx 1 is there at once */
   assert_int_equal(immu__svc_wait_indexed(&ctx, 1), 0);
@@ -2303,7 +2105,7 @@ static void test_wait_cancelled(void **state) {
   assert_true(secs < 5.0);
   expect_status(c, IMMU_GRPC_DEADLINE_EXCEEDED, "index");
   immu_srv_end(&ctx);
-  call_free(c);
+  fake_call_free(c);
 }
 
 /* Set and VerifiableSet complete on engine threads (detached calls):
@@ -2370,7 +2172,7 @@ static void *async_main(void *p) {
       if (h != NULL)
         protobuf_c_message_free_unpacked(&h->base, NULL);
     }
-    call_free(c);
+    fake_call_free(c);
     if (a->err[0] != '\0')
       break;
     /* the reply came after the index covered the tx */
@@ -2390,7 +2192,7 @@ static void *async_main(void *p) {
       if (e != NULL)
         protobuf_c_message_free_unpacked(&e->base, NULL);
     }
-    call_free(c);
+    fake_call_free(c);
   }
   return NULL;
 }
@@ -2482,7 +2284,7 @@ static void push_chunks(immu_grpc_call *c, const bytes *b, const size_t *cuts,
       ch.metadata = &pme;
       ch.n_metadata = 1;
     }
-    call_push(c, &ch.base);
+    fake_call_add_pb(c, &ch.base);
     off += n;
   }
 }
@@ -2601,7 +2403,7 @@ static void test_stream_set_get_big(void **state) {
   assert_non_null(h);
   assert_int_equal(h->nentries, 3);
   FREE(h);
-  call_free(c);
+  fake_call_free(c);
   free(b.p);
 
   /* streamGet: key, value in 64 KiB chunks */
@@ -2616,7 +2418,7 @@ static void test_stream_set_get_big(void **state) {
     assert_msg(&m, 0, "big", 3);
     assert_msg(&m, 1, v, BIG);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
     kr.key = S("empty");
     c = rpc(fx, "streamGet", &kr.base);
     expect_status(c, IMMU_GRPC_OK, NULL);
@@ -2624,7 +2426,7 @@ static void test_stream_set_get_big(void **state) {
     decode_stream(c, &m);
     assert_msg(&m, 1, "", 0);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
     kr.key = S("nope");
     rpc_fail(fx, "streamGet", &kr.base, IMMU_GRPC_UNKNOWN, "key not found");
   }
@@ -2674,7 +2476,7 @@ static void test_stream_verifiable(void **state) {
     node_verify_write(fx, vt, kb, kn, enc, encn);
     free(enc);
     FREE(vt);
-    call_free(c);
+    fake_call_free(c);
     free(b.p);
   }
 
@@ -2723,7 +2525,7 @@ static void test_stream_verifiable(void **state) {
     FREE(ve.verifiabletx);
     FREE(ve.inclusionproof);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
   }
   free(v);
 }
@@ -2758,12 +2560,12 @@ static void test_stream_scan_zscan_history(void **state) {
     assert_msg(&m, 2, "s2", 2);
     assert_msg(&m, 3, "two", 3);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
     req.prefix = S("none");
     c = rpc(fx, "streamScan", &req.base);
     expect_status(c, IMMU_GRPC_OK, NULL);
     assert_int_equal(c->nsent, 0);
-    call_free(c);
+    fake_call_free(c);
     req.limit = 100000;
     rpc_fail(fx, "streamScan", &req.base, IMMU_GRPC_INVALID_ARGUMENT,
              "result size limit");
@@ -2779,7 +2581,7 @@ static void test_stream_scan_zscan_history(void **state) {
     assert_msg(&m, 1, v, 200000); /* > 64 KiB: several chunks */
     assert_msg(&m, 3, "one", 3);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
     req.key = S("zz");
     rpc_fail(fx, "streamHistory", &req.base, IMMU_GRPC_UNKNOWN,
              "key not found");
@@ -2811,7 +2613,7 @@ static void test_stream_scan_zscan_history(void **state) {
     assert_msg(&m, 3, sb, 8);
     assert_msg(&m, 4, "two", 3);
     smsgs_free(&m);
-    call_free(c);
+    fake_call_free(c);
     q.set = S("");
     rpc_fail(fx, "streamZScan", &q.base, IMMU_GRPC_INVALID_ARGUMENT,
              "illegal arguments");
@@ -2853,7 +2655,7 @@ static void test_stream_exec_all(void **state) {
     assert_non_null(h);
     assert_int_equal(h->nentries, 2);
     FREE(h);
-    call_free(c);
+    fake_call_free(c);
   }
   e = get_req(fx, "xk", 0, 0);
   assert_bin(e->value, "xv");
@@ -2872,25 +2674,25 @@ static void test_stream_exec_all(void **state) {
   frame(&b, &op, 1);
   c = stream_call(fx, "streamExecAll", &b, whole, 1);
   expect_status(c, IMMU_GRPC_UNIMPLEMENTED, "not yet implemented");
-  call_free(c);
+  fake_call_free(c);
   b.n = 0;
   op = 9;
   frame(&b, &op, 1);
   c = stream_call(fx, "streamExecAll", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "unknown ExecAll operation");
-  call_free(c);
+  fake_call_free(c);
   b.n = 0;
   op = 2;
   frame(&b, &op, 1);
   frame(&b, "\xff\xff", 2); /* not a ZAddRequest */
   c = stream_call(fx, "streamExecAll", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "reassemble");
-  call_free(c);
+  fake_call_free(c);
   /* no operations */
   b.n = 0;
   c = stream_call(fx, "streamExecAll", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "illegal arguments");
-  call_free(c);
+  fake_call_free(c);
   free(b.p);
 }
 
@@ -2908,20 +2710,20 @@ static void test_stream_errors(void **state) {
   bytes_put(&b, "short", 5);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "not enough data");
-  call_free(c);
+  fake_call_free(c);
   /* a key without its value */
   b.n = 0;
   frame(&b, "k", 1);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "not enough data");
-  call_free(c);
+  fake_call_free(c);
   /* a truncated length prefix */
   b.n = 0;
   frame(&b, "k", 1);
   bytes_put(&b, "\x00\x00\x00", 3);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "not enough data");
-  call_free(c);
+  fake_call_free(c);
   /* a declared length over the limits, refused before allocating */
   b.n = 0;
   frame(&b, "k", 1);
@@ -2929,40 +2731,40 @@ static void test_stream_errors(void **state) {
   bytes_put(&b, h, 8);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_FAILED_PRECONDITION, "max value length");
-  call_free(c);
+  fake_call_free(c);
   b.n = 0;
   immu__put_u64(h, 1u << 20); /* a 1 MiB key */
   bytes_put(&b, h, 8);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "too large");
-  call_free(c);
+  fake_call_free(c);
   /* an empty key */
   b.n = 0;
   frame(&b, "", 0);
   frame(&b, "v", 1);
   c = stream_call(fx, "streamSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "empty key");
-  call_free(c);
+  fake_call_free(c);
   /* a chunk that is not a Chunk */
   c = call_new("streamSet");
-  call_push_raw(c, "\x0a\x05\x01", 3);
+  fake_call_add_msg(c, "\x0a\x05\x01", 3);
   run(fx, "streamSet", c);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "malformed");
-  call_free(c);
+  fake_call_free(c);
   /* streamVerifiableSet must start with proveSinceTx */
   b.n = 0;
   frame(&b, "key", 3);
   frame(&b, "value", 5);
   c = stream_call(fx, "streamVerifiableSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "proveSinceTx");
-  call_free(c);
+  fake_call_free(c);
   b.n = 0;
   frame_u64(&b, 5000); /* beyond the last tx */
   frame(&b, "key", 3);
   frame(&b, "value", 5);
   c = stream_call(fx, "streamVerifiableSet", &b, whole, 1);
   expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "illegal state");
-  call_free(c);
+  fake_call_free(c);
   /* more than 32 MiB of values in one call */
   {
     size_t half = 16u * 1024u * 1024u + 1024u;
@@ -2976,7 +2778,7 @@ static void test_stream_errors(void **state) {
     c = stream_call(fx, "streamSet", &b, (const size_t[]){4u << 20}, 1);
     expect_status(c, IMMU_GRPC_FAILED_PRECONDITION,
                   "max transaction values length exceeded");
-    call_free(c);
+    fake_call_free(c);
   }
   /* a cancelled server stream stops sending */
   {
@@ -2986,15 +2788,15 @@ static void test_stream_errors(void **state) {
     frame(&b, "v", 1);
     c = stream_call(fx, "streamSet", &b, whole, 1);
     expect_status(c, IMMU_GRPC_OK, NULL);
-    call_free(c);
+    fake_call_free(c);
     kr.key = S("k");
     c = call_new("streamGet");
-    call_push(c, &kr.base);
+    fake_call_add_pb(c, &kr.base);
     c->cancelled = 1;
     run(fx, "streamGet", c);
     expect_status(c, IMMU_GRPC_CANCELLED, NULL);
     assert_int_equal(c->nsent, 0);
-    call_free(c);
+    fake_call_free(c);
   }
   free(b.p);
 }
@@ -3124,6 +2926,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_conv, setup, teardown),
   };
   int rc;
+  fake_call_set_fail(fake_fail_cmocka);
   gen_keys();
   rc = cmocka_run_group_tests(tests, NULL, NULL);
   free(g_key_pem);
