@@ -94,12 +94,6 @@ static void die(const char *fmt, ...) {
   abort();
 }
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (p == NULL)
-    die("out of memory");
-  return p;
-}
 
 /* ------------------------------------------------------------------ */
 /* The server                                                          */
@@ -497,7 +491,7 @@ static void split_messages(immu_grpc_call *c, uint8_t flags, const uint8_t *p,
       ch.content.data = (uint8_t *)(uintptr_t)p;
       ch.content.len = take;
       plen = protobuf_c_message_get_packed_size(&ch.base);
-      buf = xmalloc(plen);
+      buf = fake_xmalloc(plen);
       protobuf_c_message_pack(&ch.base, buf);
       fake_call_add_msg(c, buf, plen);
       free(buf);
@@ -576,7 +570,7 @@ static unsigned g_nseeds;
 static void seed_raw(const char *name, uint8_t flags, const void *p,
                      size_t n) {
   const method_info *mi = method_by_name(name);
-  uint8_t *buf = xmalloc(n + 2), md[32];
+  uint8_t *buf = fake_xmalloc(n + 2), md[32];
   unsigned mdlen = 0;
   char path[1024], hex[65];
   FILE *f;
@@ -602,7 +596,7 @@ static void seed_raw(const char *name, uint8_t flags, const void *p,
 
 static void seed(const char *name, uint8_t flags, const ProtobufCMessage *m) {
   size_t n = m ? protobuf_c_message_get_packed_size(m) : 0;
-  uint8_t *b = xmalloc(n);
+  uint8_t *b = fake_xmalloc(n);
   if (m != NULL)
     protobuf_c_message_pack(m, b);
   seed_raw(name, flags, b, n);

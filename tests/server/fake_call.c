@@ -35,14 +35,14 @@ static void fake_fail(const char *fmt, ...) {
   abort();
 }
 
-static void *xmalloc(size_t n) {
+void *fake_xmalloc(size_t n) {
   void *p = malloc(n ? n : 1);
   if (p == NULL)
     fake_fail("out of memory");
   return p;
 }
 
-static void *xrealloc(void *p, size_t n) {
+void *fake_xrealloc(void *p, size_t n) {
   p = realloc(p, n ? n : 1);
   if (p == NULL)
     fake_fail("out of memory");
@@ -60,10 +60,10 @@ static int64_t mono_ms(void) {
 static void msgs_append(uint8_t ***msgs, size_t **lens, size_t *count,
                         const void *p, size_t n) {
   if (*count % 16 == 0) {
-    *msgs = xrealloc(*msgs, (*count + 16) * sizeof **msgs);
-    *lens = xrealloc(*lens, (*count + 16) * sizeof **lens);
+    *msgs = fake_xrealloc(*msgs, (*count + 16) * sizeof **msgs);
+    *lens = fake_xrealloc(*lens, (*count + 16) * sizeof **lens);
   }
-  (*msgs)[*count] = xmalloc(n);
+  (*msgs)[*count] = fake_xmalloc(n);
   if (n > 0)
     memcpy((*msgs)[*count], p, n);
   (*lens)[*count] = n;
@@ -100,7 +100,7 @@ void fake_call_clear(immu_grpc_call *c) {
 }
 
 immu_grpc_call *fake_call_new(const char *path) {
-  immu_grpc_call *c = xmalloc(sizeof *c);
+  immu_grpc_call *c = fake_xmalloc(sizeof *c);
   fake_call_init(c, path);
   return c;
 }
@@ -118,7 +118,7 @@ void fake_call_add_msg(immu_grpc_call *c, const void *p, size_t n) {
 
 void fake_call_add_pb(immu_grpc_call *c, const ProtobufCMessage *m) {
   size_t n = m != NULL ? protobuf_c_message_get_packed_size(m) : 0;
-  uint8_t *b = xmalloc(n);
+  uint8_t *b = fake_xmalloc(n);
   if (m != NULL)
     protobuf_c_message_pack(m, b);
   fake_call_add_msg(c, b, n);
@@ -336,7 +336,7 @@ void immu_grpc_call_resume(immu_grpc_call *c,
   pthread_t th;
   if (!c->detached)
     fake_fail("%s: resume of a call that is not detached", c->path);
-  r = xmalloc(sizeof *r);
+  r = fake_xmalloc(sizeof *r);
   *r = (resume_job){c, fn, arg};
   if (pthread_create(&th, NULL, resume_main, r) != 0)
     fake_fail("%s: resume: pthread_create failed", c->path);

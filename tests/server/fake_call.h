@@ -90,6 +90,11 @@ struct immu_grpc_call {
  * stderr and aborts. */
 void fake_call_set_fail(void (*fn)(const char *fmt, va_list ap));
 
+/* malloc/realloc that report "out of memory" through the failure hook
+ * (size 0 allocates 1 byte). For the tests that use this fake too. */
+void *fake_xmalloc(size_t n);
+void *fake_xrealloc(void *p, size_t n);
+
 /* A zeroed call for |path| (may be NULL and set later), status -1. */
 void fake_call_init(immu_grpc_call *c, const char *path);
 /* Frees the messages, recorded replies and kept reply; |c| must be

@@ -71,19 +71,6 @@ static ProtobufCBinaryData S(const char *s) {
   return B(s, strlen(s));
 }
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (p == NULL)
-    fail_msg("out of memory");
-  return p;
-}
-
-static void *xrealloc(void *p, size_t n) {
-  p = realloc(p, n ? n : 1);
-  if (p == NULL)
-    fail_msg("out of memory");
-  return p;
-}
 
 /* ------------------------------------------------------------------ */
 /* Fake transport: tests/server/fake_call.c                            */
@@ -115,7 +102,7 @@ static char *g_key_pem, *g_pub_pem;
 static char *bio_text(BIO *b) {
   char *p = NULL;
   long n = BIO_get_mem_data(b, &p);
-  char *s = xmalloc((size_t)n + 1);
+  char *s = fake_xmalloc((size_t)n + 1);
   memcpy(s, p, (size_t)n);
   s[n] = '\0';
   return s;
@@ -232,7 +219,7 @@ void immu_srv_fail(immu_grpc_call *call, int rc) {
 
 static int pack_send(immu_grpc_call *call, const ProtobufCMessage *m) {
   size_t n = protobuf_c_message_get_packed_size(m);
-  uint8_t *b = xmalloc(n);
+  uint8_t *b = fake_xmalloc(n);
   int rc;
   protobuf_c_message_pack(m, b);
   rc = immu_grpc_call_send(call, b, n);
@@ -825,7 +812,7 @@ static void node_digest(const uint8_t *k, size_t kn, const uint8_t *v,
 
 static void copy_digests(const ProtobufCBinaryData *v, size_t n,
                          immu_digest_list *out) {
-  out->d = xmalloc((n ? n : 1) * sizeof *out->d);
+  out->d = fake_xmalloc((n ? n : 1) * sizeof *out->d);
   out->n = n;
   for (size_t i = 0; i < n; i++) {
     assert_int_equal(v[i].len, 32);
@@ -914,7 +901,7 @@ static void node_verify_write(fixture *fx,
   assert_non_null(tx);
   assert_non_null(tx->header);
   assert_int_equal((size_t)tx->header->nentries, tx->n_entries);
-  d = xmalloc(tx->n_entries * sizeof *d);
+  d = fake_xmalloc(tx->n_entries * sizeof *d);
   for (size_t i = 0; i < tx->n_entries; i++) {
     const Immudb__Schema__TxEntry *e = tx->entries[i];
     immu_buf parts[2] = {{e->key.data, e->key.len}, {e->hvalue.data, 32}};
@@ -959,7 +946,7 @@ static void node_verify_get(fixture *fx,
   const Immudb__Schema__DualProof *dp = ve->verifiabletx->dualproof;
   const Immudb__Schema__InclusionProof *ip = ve->inclusionproof;
   size_t vcap = e->value.len + e->key.len + 16;
-  uint8_t kb[1200], *vb = xmalloc(vcap);
+  uint8_t kb[1200], *vb = fake_xmalloc(vcap);
   size_t kn, vn;
   uint64_t vtx, sid, tid;
   immu_digest dig, eh, salh, talh, terms[IMMU_PROOF_MAX_TERMS];
@@ -1052,7 +1039,7 @@ static void verified_set(fixture *fx, const char *k, const char *v) {
   Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
   Immudb__Schema__VerifiableTx *vt;
   immu_grpc_call *c;
-  uint8_t kb[1200], *vb = xmalloc(strlen(v) + 1);
+  uint8_t kb[1200], *vb = fake_xmalloc(strlen(v) + 1);
   size_t kn, vn;
 
   kv.key = S(k);
@@ -2243,7 +2230,7 @@ typedef struct bytes {
 static void bytes_put(bytes *b, const void *p, size_t n) {
   if (b->n + n > b->cap) {
     b->cap = (b->n + n) * 2;
-    b->p = xrealloc(b->p, b->cap);
+    b->p = fake_xrealloc(b->p, b->cap);
   }
   if (n > 0)
     memcpy(b->p + b->n, p, n);
@@ -2324,7 +2311,7 @@ static void decode_stream(immu_grpc_call *c, smsgs *out) {
     assert_true(ch->content.len <= IMMU_SVC_CHUNK_SIZE);
     len = immu__get_u64(ch->content.data);
     assert_true(len <= 64u * 1024u * 1024u);
-    m = xmalloc((size_t)len);
+    m = fake_xmalloc((size_t)len);
     got = ch->content.len - 8;
     assert_true(got <= len);
     memcpy(m, ch->content.data + 8, got);
@@ -2343,8 +2330,8 @@ static void decode_stream(immu_grpc_call *c, smsgs *out) {
       FREE(ch);
       i++;
     }
-    out->p = xrealloc(out->p, (out->count + 1) * sizeof *out->p);
-    out->n = xrealloc(out->n, (out->count + 1) * sizeof *out->n);
+    out->p = fake_xrealloc(out->p, (out->count + 1) * sizeof *out->p);
+    out->n = fake_xrealloc(out->n, (out->count + 1) * sizeof *out->n);
     out->p[out->count] = m;
     out->n[out->count] = (size_t)len;
     out->count++;
@@ -2358,7 +2345,7 @@ static void assert_msg(const smsgs *m, size_t i, const void *want, size_t n) {
 }
 
 static uint8_t *big_value(size_t n, unsigned seed) {
-  uint8_t *v = xmalloc(n);
+  uint8_t *v = fake_xmalloc(n);
   uint32_t x = seed * 2654435761u + 1;
   for (size_t i = 0; i < n; i++) {
     x = x * 1103515245u + 12345u;
@@ -2471,7 +2458,7 @@ static void test_stream_verifiable(void **state) {
         c->sent[0]);
     assert_non_null(vt);
     assert_int_equal(immu_enc_key(U8(key), 3, kb, sizeof kb, &kn), 0);
-    enc = xmalloc(vn + 1);
+    enc = fake_xmalloc(vn + 1);
     assert_int_equal(immu_enc_value(v, vn, enc, vn + 1, &encn), 0);
     node_verify_write(fx, vt, kb, kn, enc, encn);
     free(enc);
@@ -2874,7 +2861,7 @@ static void test_conv(void **state) {
     uint8_t *buf;
     assert_non_null(pm);
     n = protobuf_c_message_get_packed_size(&pm->base);
-    buf = xmalloc(n);
+    buf = fake_xmalloc(n);
     protobuf_c_message_pack(&pm->base, buf);
     um = (Immudb__Schema__DualProof *)protobuf_c_message_unpack(
         &immudb__schema__dual_proof__descriptor, NULL, n, buf);
