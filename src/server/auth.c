@@ -1638,6 +1638,25 @@ void immu_server_foreach_db(immu_server *s,
 /* Start and stop                                                      */
 /* ------------------------------------------------------------------ */
 
+/* The index block cache for all databases. Point reads answer from the I/O
+ * thread only while their blocks are cached; once the latest rows of the
+ * keys being read outgrow the cache, Gets go to the workers, each a file
+ * read and a cache eviction (Get at 16 clients fell from ~85k to 29-58k
+ * calls/s when a 270 MB index met the old fixed 256 MiB). A database
+ * server may take a share of the RAM, as any buffer pool does. */
+static size_t index_cache_bytes(const immu_server_config *cfg) {
+  const size_t lo = (size_t)256 << 20;
+  const size_t hi = sizeof(size_t) > 4 ? (size_t)4 << 30 : (size_t)1 << 30;
+  long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+  size_t b;
+  if (cfg->index_cache_bytes > 0)
+    return cfg->index_cache_bytes;
+  if (pages <= 0 || psz <= 0)
+    return lo;
+  b = (size_t)pages / 8 * (size_t)psz;
+  return b < lo ? lo : b > hi ? hi : b;
+}
+
 void immu_server_config_init(immu_server_config *c) {
   memset(c, 0, sizeof *c);
   c->dir = "./data";
@@ -1800,7 +1819,7 @@ int immu_server_new(const immu_server_config *cfg, immu_server **out,
       goto fail;
     }
   }
-  if ((rc = immu_store_env_new(0, 0, &s->env)) != 0) {
+  if ((rc = immu_store_env_new(index_cache_bytes(cfg), 0, &s->env)) != 0) {
     *errmsg = msgf("cannot start the storage engine: %s", immu_strerror(rc));
     goto fail;
   }

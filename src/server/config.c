@@ -182,6 +182,10 @@ static const opt OPTS[] = {
      "duration", "how long in-flight calls may run on shutdown"},
     {"io-threads", 0, T_INT, 0, F(io_threads), 0, 64, "0", "int",
      "gRPC network threads (0 = one per core, at most 4)"},
+    {"index-cache-size", 0, T_INT, 0, F(index_cache_mib), 0, 1 << 20, "0",
+     "int",
+     "MiB of key index blocks cached for all databases (0 = an eighth of "
+     "the RAM, from 256 MiB to 4 GiB)"},
 
     /* immudb settings accepted for compatibility, without effect. */
     {"network", 0, T_IGN_STR, 0, NOFIELD, 0, 0, "tcp", "", NULL},
@@ -1126,6 +1130,7 @@ void immu_cfg_to_server(const immu_cfg *c, const char *password,
   sc->token_expiry_min = c->token_expiry_min;
   sc->session_timeout_s = c->session_timeout_s;
   sc->max_sessions = c->max_sessions;
+  sc->index_cache_bytes = (size_t)c->index_cache_mib << 20;
   sc->listen_address = c->address;
   sc->log = immu_log_cb;
   sc->log_arg = (void *)"server";

@@ -232,6 +232,9 @@ typedef struct immu_server_config {
   int token_expiry_min;       /* default 1440 */
   int session_timeout_s;      /* idle expiry, default 180 */
   int max_sessions;           /* default 100 */
+  size_t index_cache_bytes;   /* block cache shared by every database's
+                                 index; 0 = an eighth of the RAM, clamped
+                                 to [256 MiB, 4 GiB] */
   const char *listen_address; /* to refuse the default password off
                                  loopback */
   void (*log)(void *arg, int level, const char *msg);

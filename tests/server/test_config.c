@@ -116,6 +116,7 @@ static void test_defaults(void **state) {
   assert_int_equal(c.no_histograms, 0);
   assert_int_equal(c.consistency_check, 1);
   assert_int_equal(c.consistency_interval_s, 60);
+  assert_int_equal(c.index_cache_mib, 0); /* automatic */
   assert_int_equal(c.want_help, 0);
   assert_int_equal(c.want_version, 0);
   assert_int_equal(immu_cfg_source_of(&c, "port"), IMMU_CFG_DEFAULT);
@@ -140,6 +141,7 @@ static void test_precedence(void **state) {
                        "IMMUDB_DIR=/from/env",
                        "IMMUDB_MAX_SESSIONS=",
                        "IMMUDB_SIGNINGKEY=/env/key.pem",
+                       "IMMUDB_INDEX_CACHE_SIZE=512",
                        NULL};
   const char *argv[] = {"immudb", cfgflag, "--port", "3333", NULL};
   immu_cfg c;
@@ -156,6 +158,13 @@ static void test_precedence(void **state) {
   assert_int_equal(c.auth, 0);
   assert_int_equal(c.max_sessions, 7); /* empty env value = unset */
   assert_string_equal(c.signing_key, "/env/key.pem");
+  assert_int_equal(c.index_cache_mib, 512);
+  {
+    immu_server_config sc;
+    memset(&sc, 0, sizeof sc);
+    immu_cfg_to_server(&c, "immudb", &sc);
+    assert_true(sc.index_cache_bytes == (size_t)512 << 20);
+  }
   assert_int_equal(c.synced, 1); /* default */
   assert_int_equal(immu_cfg_source_of(&c, "synced"), IMMU_CFG_DEFAULT);
   assert_string_equal(c.config, cfgpath);
