@@ -198,6 +198,9 @@ size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
 const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
                                   size_t *len) {
   if (i >= c->nmsgs) {
+    if (c->check_msg_index)
+      fake_fail("%s: request message %zu of %zu read", c->path, i,
+                c->nmsgs);
     *len = 0;
     return NULL;
   }
@@ -220,13 +223,11 @@ const char *immu_grpc_call_path(const immu_grpc_call *c) {
 }
 
 const char *immu_grpc_call_peer_ip(const immu_grpc_call *c) {
-  (void)c;
-  return "127.0.0.1";
+  return c->peer_ip != NULL ? c->peer_ip : "127.0.0.1";
 }
 
 int immu_grpc_call_peer_is_loopback(const immu_grpc_call *c) {
-  (void)c;
-  return 1;
+  return !c->peer_remote;
 }
 
 int immu_grpc_call_cancelled(const immu_grpc_call *c) {

@@ -2,8 +2,9 @@
 /*
  * A fake gRPC call: server.h's call API (immu_grpc_call_*) without the
  * transport, for tests that drive the service handlers (src/server/auth.c,
- * svc_*.c) directly: tests/server/test_svc_kv.c and the fuzz target
- * tests/fuzz/fuzz_svc_requests.c. Link fake_call.c instead of grpc.c.
+ * svc_*.c) directly: tests/server/test_svc_kv.c, tests/server/test_auth.c
+ * and the fuzz target tests/fuzz/fuzz_svc_requests.c. Link fake_call.c
+ * instead of grpc.c.
  *
  * A call carries request messages (each in its own allocation of exactly
  * its length, so ASan sees over-reads) and metadata in, and records the
@@ -18,12 +19,15 @@
  * add_header with a NULL key or value; a detach of a detached or finished
  * call; a resume of a call that is not detached; a defer outside a fresh
  * inline attempt; a handler that defers and answers; a run that ends with
- * the call unfinished.
+ * the call unfinished; with check_msg_index, a request message read past
+ * nmsgs.
  *
  * The options below are fields the test sets after fake_call_init (all
- * zero: off): what the two users need differs (test_svc_kv keeps every
- * reply's bytes and bounds its waits; the fuzz target only unpacks the
- * replies, caps their size and cancels calls after a few ms).
+ * zero: off): what the users need differs (test_svc_kv keeps every
+ * reply's bytes and bounds its waits; test_auth keeps the replies' bytes
+ * too, calls from a remote peer and checks the message index; the fuzz
+ * target only unpacks the replies, caps their size and cancels calls after
+ * a few ms). With all of them off the peer is "127.0.0.1", on loopback.
  */
 #ifndef IMMU_TESTS_FAKE_CALL_H
 #define IMMU_TESTS_FAKE_CALL_H
@@ -63,6 +67,11 @@ struct immu_grpc_call {
                               call is that old (from fake_call_run) */
   unsigned wait_timeout_s; /* fake_call_run waits at most that long for a
                               detached call to finish (0: no limit) */
+  const char *peer_ip; /* immu_grpc_call_peer_ip answers it (not copied;
+                          NULL: "127.0.0.1") */
+  int peer_remote;     /* immu_grpc_call_peer_is_loopback answers 0 */
+  int check_msg_index; /* an immu_grpc_call_msg with i >= nmsgs breaks the
+                          contract (the transport answers NULL, len 0) */
 
   /* ---- results ---- */
   uint8_t **sent; /* with record_sent */

@@ -4,11 +4,11 @@
  * identity, login/tokens, sessions, users, permissions, the database
  * manager and the method table.
  *
- * No sockets: this file implements the transport's call API
- * (immu_grpc_call_* of server/server.h) with a fake call that holds one
- * request message, some metadata and a peer, and records what the handler
- * sends and how it finishes. Handlers are looked up in the real method
- * table (immu_server_methods) and called directly.
+ * No sockets: the transport's call API (immu_grpc_call_* of
+ * server/server.h) is the shared fake call of tests/server/fake_call.c,
+ * which holds one request message, the metadata and the peer, and records
+ * what the handler sends and how it finishes. Handlers are looked up in
+ * the real method table (immu_server_methods) and run by fake_call_run.
  *
  * The data half (svc_kv.c) is not linked: two stub data RPCs stand in for
  * it, "Get" (needs READ on the selected database), "Set" (READWRITE) and
@@ -37,97 +37,29 @@
 #include "server/server.h"
 #include "server/svc.h"
 
-/* ------------------------------------------------------------------ */
-/* Fake transport                                                      */
-/* ------------------------------------------------------------------ */
+#include "fake_call.h"
 
-#define MAX_MD 4
 /* A string literal for a protobuf-c char * / uint8_t * field. */
 #define S(x) ((char *)(uintptr_t)(x))
 #define B(x) ((uint8_t *)(uintptr_t)(x))
-#define MAX_RESP 4
 
-struct immu_grpc_call {
-  const char *path;
-  uint8_t *req;
-  size_t reqlen;
-  size_t nmsgs;
-  const char *md_key[MAX_MD];
-  const char *md_val[MAX_MD];
-  size_t nmd;
-  const char *peer;
-  int loopback;
-  int finished;
-  int status;
-  char message[1024];
-  uint8_t *resp[MAX_RESP];
-  size_t resplen[MAX_RESP];
-  size_t nresp;
-};
+/* ------------------------------------------------------------------ */
+/* Fake transport: tests/server/fake_call.c                            */
+/* ------------------------------------------------------------------ */
 
-size_t immu_grpc_call_nmsgs(const immu_grpc_call *c) {
-  return c->nmsgs;
+/* A broken transport contract (the fake's checks) fails the test. */
+static void fake_fail_cmocka(const char *fmt, va_list ap) {
+  char msg[1400];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  fail_msg("%s", msg);
 }
 
-const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
-                                  size_t *len) {
-  assert_true(i < c->nmsgs);
-  *len = c->reqlen;
-  return c->req;
-}
-
-const char *immu_grpc_call_metadata(const immu_grpc_call *c, const char *key) {
-  for (size_t i = 0; i < c->nmd; i++)
-    if (strcmp(c->md_key[i], key) == 0)
-      return c->md_val[i];
-  return NULL;
-}
-
-const char *immu_grpc_call_path(const immu_grpc_call *c) {
-  return c->path;
-}
-const char *immu_grpc_call_peer_ip(const immu_grpc_call *c) {
-  return c->peer;
-}
-int immu_grpc_call_peer_is_loopback(const immu_grpc_call *c) {
-  return c->loopback;
-}
-int immu_grpc_call_cancelled(const immu_grpc_call *c) {
-  (void)c;
-  return 0;
-}
-int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
-                              const char *value) {
-  (void)c;
-  (void)key;
-  (void)value;
-  return 0;
-}
-
-int immu_grpc_call_send(immu_grpc_call *c, const uint8_t *msg, size_t len) {
-  assert_false(c->finished);
-  assert_true(c->nresp < MAX_RESP);
-  c->resp[c->nresp] = malloc(len ? len : 1);
-  assert_non_null(c->resp[c->nresp]);
-  if (len)
-    memcpy(c->resp[c->nresp], msg, len);
-  c->resplen[c->nresp++] = len;
-  return 0;
-}
-
-void immu_grpc_call_finish(immu_grpc_call *c, int status, const char *msg) {
-  if (c->finished)
-    fail_msg("call %s finished twice", c->path);
-  c->finished = 1;
-  c->status = status;
-  snprintf(c->message, sizeof c->message, "%s", msg ? msg : "");
-}
-
-static void call_reset(immu_grpc_call *c) {
-  free(c->req);
-  for (size_t i = 0; i < c->nresp; i++)
-    free(c->resp[i]);
-  memset(c, 0, sizeof *c);
+/* This test's calls keep every sent message's bytes (sent[], sent_len[])
+ * and hold the handlers to reading only the request messages there are. */
+static void call_init(immu_grpc_call *c, const char *path) {
+  fake_call_init(c, path);
+  c->record_sent = 1;
+  c->check_msg_index = 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -229,7 +161,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-static immu_grpc_handler handler_of(immu_server *s, const char *name) {
+static const immu_grpc_method *method_of(immu_server *s, const char *name) {
   const immu_grpc_method *m;
   size_t n;
   char path[128];
@@ -237,7 +169,7 @@ static immu_grpc_handler handler_of(immu_server *s, const char *name) {
   immu_server_methods(s, &m, &n);
   for (size_t i = 0; i < n; i++)
     if (strcmp(m[i].path, path) == 0)
-      return m[i].handler;
+      return &m[i];
   fail_msg("no method %s", name);
   return NULL;
 }
@@ -248,36 +180,28 @@ typedef struct callopt {
   int remote;          /* peer is not loopback */
 } callopt;
 
-/* Runs method |name| with request |req| (NULL = empty message). The call
- * must be released with call_reset. Returns the status. */
+/* Runs method |name| with request |req| (NULL = empty message) as the
+ * transport does (fake_call_run fails the test unless the call ends
+ * finished). The call must be released with fake_call_clear. Returns the
+ * status. */
 static int run(immu_server *s, const char *name, const ProtobufCMessage *req,
                const callopt *o, immu_grpc_call *c) {
   static _Thread_local char paths[8][128];
   static _Thread_local int pi;
   char *path = paths[pi++ % 8];
-  memset(c, 0, sizeof *c);
+  const immu_grpc_method *m = method_of(s, name);
   snprintf(path, 128, "/immudb.schema.ImmuService/%s", name);
-  c->path = path;
-  c->nmsgs = 1;
-  if (req != NULL) {
-    c->reqlen = protobuf_c_message_get_packed_size(req);
-    c->req = malloc(c->reqlen ? c->reqlen : 1);
-    assert_non_null(c->req);
-    protobuf_c_message_pack(req, c->req);
+  call_init(c, path);
+  fake_call_add_pb(c, req);
+  if (o && o->remote) {
+    c->peer_ip = "10.1.2.3";
+    c->peer_remote = 1;
   }
-  c->peer = o && o->remote ? "10.1.2.3" : "127.0.0.1";
-  c->loopback = !(o && o->remote);
-  if (o && o->token) {
-    c->md_key[c->nmd] = S("authorization");
-    c->md_val[c->nmd++] = o->token;
-  }
-  if (o && o->session) {
-    c->md_key[c->nmd] = S("sessionid");
-    c->md_val[c->nmd++] = o->session;
-  }
-  handler_of(s, name)(c, s);
-  if (!c->finished)
-    fail_msg("%s did not finish its call", name);
+  if (o && o->token)
+    fake_call_set_auth(c, o->token);
+  if (o && o->session)
+    fake_call_set_sid(c, o->session);
+  fake_call_run(c, m->handler, s, m->flags);
   return c->status;
 }
 
@@ -297,7 +221,7 @@ static void expect(immu_server *s, const char *name,
     fail_msg("%s: status %d \"%s\", want %d", name, st, c.message, want);
   if (msg_part != NULL && strstr(c.message, msg_part) == NULL)
     fail_msg("%s: message \"%s\" lacks \"%s\"", name, c.message, msg_part);
-  call_reset(&c);
+  fake_call_clear(&c);
 }
 
 /* Login; returns the status and fills |tok| on success. */
@@ -313,9 +237,9 @@ static int login(immu_server *s, const char *user, const char *pw, char tok[65],
   req.password.len = strlen(pw);
   st = run(s, "Login", &req.base, NULL, &c);
   if (st == IMMU_GRPC_OK) {
-    assert_int_equal(c.nresp, 1);
+    assert_int_equal(c.nsent, 1);
     resp =
-        immudb__schema__login_response__unpack(NULL, c.resplen[0], c.resp[0]);
+        immudb__schema__login_response__unpack(NULL, c.sent_len[0], c.sent[0]);
     assert_non_null(resp);
     assert_int_equal(strlen(resp->token), 64);
     snprintf(tok, 65, "%s", resp->token);
@@ -324,7 +248,7 @@ static int login(immu_server *s, const char *user, const char *pw, char tok[65],
                (const char *)resp->warning.data);
     immudb__schema__login_response__free_unpacked(resp, NULL);
   }
-  call_reset(&c);
+  fake_call_clear(&c);
   return st;
 }
 
@@ -343,13 +267,13 @@ static int use_db(immu_server *s, const char *tok, const char *db,
   req.databasename = (char *)(uintptr_t)db;
   st = run(s, "UseDatabase", &req.base, &o, &c);
   if (st == IMMU_GRPC_OK) {
-    resp = immudb__schema__use_database_reply__unpack(NULL, c.resplen[0],
-                                                      c.resp[0]);
+    resp = immudb__schema__use_database_reply__unpack(NULL, c.sent_len[0],
+                                                      c.sent[0]);
     assert_non_null(resp);
     snprintf(out, 65, "%s", resp->token);
     immudb__schema__use_database_reply__free_unpacked(resp, NULL);
   }
-  call_reset(&c);
+  fake_call_clear(&c);
   return st;
 }
 
@@ -400,8 +324,8 @@ static void list_dbs(immu_server *s, const char *tok, char *out, size_t cap) {
   callopt o = tokopt(tok);
   Immudb__Schema__DatabaseListResponse *r;
   assert_int_equal(run(s, "DatabaseList", NULL, &o, &c), IMMU_GRPC_OK);
-  r = immudb__schema__database_list_response__unpack(NULL, c.resplen[0],
-                                                     c.resp[0]);
+  r = immudb__schema__database_list_response__unpack(NULL, c.sent_len[0],
+                                                     c.sent[0]);
   assert_non_null(r);
   out[0] = '\0';
   for (size_t i = 0; i < r->n_databases; i++) {
@@ -410,7 +334,7 @@ static void list_dbs(immu_server *s, const char *tok, char *out, size_t cap) {
              r->databases[i]->databasename);
   }
   immudb__schema__database_list_response__free_unpacked(r, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -488,7 +412,7 @@ static void test_token_checks(void **state) {
   {
     callopt o = {f->admin_tok, "nosuchsession", 0};
     assert_int_equal(run(f->s, "Get", NULL, &o, &c), IMMU_GRPC_UNAUTHENTICATED);
-    call_reset(&c);
+    fake_call_clear(&c);
   }
   /* Logout kills only that token. */
   assert_int_equal(login(f->s, "immudb", "immudb", other, NULL, 0),
@@ -570,8 +494,8 @@ static void test_databases(void **state) {
     Immudb__Schema__DatabaseListResponseV2 *r;
     assert_int_equal(run(f->s, "DatabaseListV2", &rq.base, &o, &c),
                      IMMU_GRPC_OK);
-    r = immudb__schema__database_list_response_v2__unpack(NULL, c.resplen[0],
-                                                          c.resp[0]);
+    r = immudb__schema__database_list_response_v2__unpack(NULL, c.sent_len[0],
+                                                          c.sent[0]);
     assert_non_null(r);
     assert_int_equal(r->n_databases, 2);
     assert_string_equal(r->databases[0]->name, "defaultdb");
@@ -582,7 +506,7 @@ static void test_databases(void **state) {
     assert_non_null(r->databases[1]->settings);
     assert_int_equal(r->databases[1]->settings->maxkeylen->value, 1024);
     immudb__schema__database_list_response_v2__free_unpacked(r, NULL);
-    call_reset(&c);
+    fake_call_clear(&c);
   }
   db_op(f->s, f->admin_tok, "LoadDatabase", "db1", IMMU_GRPC_OK, NULL);
   db_op(f->s, f->admin_tok, "LoadDatabase", "db1",
@@ -631,24 +555,24 @@ static void test_create_v2_settings(void **state) {
   req.settings = &ns;
   assert_int_equal(run(f->s, "CreateDatabaseV2", &req.base, &o, &c),
                    IMMU_GRPC_OK);
-  r = immudb__schema__create_database_response__unpack(NULL, c.resplen[0],
-                                                       c.resp[0]);
+  r = immudb__schema__create_database_response__unpack(NULL, c.sent_len[0],
+                                                       c.sent[0]);
   assert_non_null(r);
   assert_string_equal(r->name, "db2");
   assert_false(r->alreadyexisted);
   assert_int_equal(r->settings->maxkeylen->value, 512);
   assert_null(r->settings->txlogcachesize);
   immudb__schema__create_database_response__free_unpacked(r, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
 
   req.ifnotexists = 1;
   assert_int_equal(run(f->s, "CreateDatabaseV2", &req.base, &o, &c),
                    IMMU_GRPC_OK);
-  r = immudb__schema__create_database_response__unpack(NULL, c.resplen[0],
-                                                       c.resp[0]);
+  r = immudb__schema__create_database_response__unpack(NULL, c.sent_len[0],
+                                                       c.sent[0]);
   assert_true(r->alreadyexisted);
   immudb__schema__create_database_response__free_unpacked(r, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
 
   /* Invalid and unsupported settings. */
   req.name = S("db3");
@@ -700,13 +624,13 @@ static void test_create_v2_settings(void **state) {
     o = tokopt(t);
     assert_int_equal(run(f->s, "GetDatabaseSettings", NULL, &o, &c),
                      IMMU_GRPC_OK);
-    got = immudb__schema__database_settings__unpack(NULL, c.resplen[0],
-                                                    c.resp[0]);
+    got = immudb__schema__database_settings__unpack(NULL, c.sent_len[0],
+                                                    c.sent[0]);
     assert_non_null(got);
     assert_string_equal(got->databasename, "db4");
     assert_int_equal(got->maxtxentries, 77);
     immudb__schema__database_settings__free_unpacked(got, NULL);
-    call_reset(&c);
+    fake_call_clear(&c);
     expect(f->s, "GetDatabaseSettingsV2", NULL, t, IMMU_GRPC_OK, NULL);
     expect(f->s, "DatabaseHealth", NULL, t, IMMU_GRPC_OK, NULL);
     {
@@ -736,8 +660,8 @@ static void test_create_v2_settings(void **state) {
     o = tokopt(f->admin_tok);
     assert_int_equal(run(f->s, "DatabaseListV2", &rq.base, &o, &c),
                      IMMU_GRPC_OK);
-    l = immudb__schema__database_list_response_v2__unpack(NULL, c.resplen[0],
-                                                          c.resp[0]);
+    l = immudb__schema__database_list_response_v2__unpack(NULL, c.sent_len[0],
+                                                          c.sent[0]);
     assert_non_null(l);
     for (size_t i = 0; i < l->n_databases; i++) {
       if (strcmp(l->databases[i]->name, "db2") == 0) {
@@ -753,7 +677,7 @@ static void test_create_v2_settings(void **state) {
     }
     assert_true(seen);
     immudb__schema__database_list_response_v2__free_unpacked(l, NULL);
-    call_reset(&c);
+    fake_call_clear(&c);
   }
 }
 
@@ -826,7 +750,7 @@ static void test_users(void **state) {
     callopt o = tokopt(f->admin_tok);
     Immudb__Schema__UserList *ul;
     assert_int_equal(run(f->s, "ListUsers", NULL, &o, &c), IMMU_GRPC_OK);
-    ul = immudb__schema__user_list__unpack(NULL, c.resplen[0], c.resp[0]);
+    ul = immudb__schema__user_list__unpack(NULL, c.sent_len[0], c.sent[0]);
     assert_non_null(ul);
     list[0] = '\0';
     for (size_t i = 0; i < ul->n_users; i++) {
@@ -846,7 +770,7 @@ static void test_users(void **state) {
     }
     assert_string_equal(list, "immudb,alice");
     immudb__schema__user_list__free_unpacked(ul, NULL);
-    call_reset(&c);
+    fake_call_clear(&c);
   }
   expect(f->s, "ListUsers", NULL, tok, IMMU_GRPC_PERMISSION_DENIED, NULL);
 
@@ -976,43 +900,43 @@ static void test_sessions(void **state) {
   for (int i = 0; i < 2; i++) {
     assert_int_equal(run(f->s, "OpenSession", &req.base, NULL, &c),
                      IMMU_GRPC_OK);
-    r = immudb__schema__open_session_response__unpack(NULL, c.resplen[0],
-                                                      c.resp[0]);
+    r = immudb__schema__open_session_response__unpack(NULL, c.sent_len[0],
+                                                      c.sent[0]);
     assert_non_null(r);
     assert_string_equal(r->serveruuid, immu_server_uuid(f->s));
     snprintf(sid[i], 65, "%s", r->sessionid);
     immudb__schema__open_session_response__free_unpacked(r, NULL);
-    call_reset(&c);
+    fake_call_clear(&c);
   }
   assert_int_equal(immu_server_active_sessions(f->s), 2);
   assert_int_equal(run(f->s, "OpenSession", &req.base, NULL, &c),
                    IMMU_GRPC_RESOURCE_EXHAUSTED);
   assert_non_null(strstr(c.message, "max sessions"));
-  call_reset(&c);
+  fake_call_clear(&c);
 
   o.session = sid[0];
   assert_int_equal(run(f->s, "KeepAlive", NULL, &o, &c), IMMU_GRPC_OK);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(run(f->s, "Get", NULL, &o, &c), IMMU_GRPC_OK);
   assert_string_equal(c.message, "defaultdb");
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(run(f->s, "CloseSession", NULL, &o, &c), IMMU_GRPC_OK);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(run(f->s, "KeepAlive", NULL, &o, &c),
                    IMMU_GRPC_UNAUTHENTICATED);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(run(f->s, "CloseSession", NULL, &o, &c),
                    IMMU_GRPC_UNAUTHENTICATED);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(immu_server_active_sessions(f->s), 1);
 
   /* Room again; then both idle out. */
   assert_int_equal(run(f->s, "OpenSession", &req.base, NULL, &c), IMMU_GRPC_OK);
-  r = immudb__schema__open_session_response__unpack(NULL, c.resplen[0],
-                                                    c.resp[0]);
+  r = immudb__schema__open_session_response__unpack(NULL, c.sent_len[0],
+                                                    c.sent[0]);
   snprintf(sid[2], 65, "%s", r->sessionid);
   immudb__schema__open_session_response__free_unpacked(r, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
   {
     struct timespec ts = {2, 300 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -1020,7 +944,7 @@ static void test_sessions(void **state) {
   o.session = sid[2];
   assert_int_equal(run(f->s, "KeepAlive", NULL, &o, &c),
                    IMMU_GRPC_UNAUTHENTICATED);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(immu_server_active_sessions(f->s), 0);
 
   /* Bad credentials, unknown database, no permission. */
@@ -1028,13 +952,13 @@ static void test_sessions(void **state) {
   req.password.len = 4;
   assert_int_equal(run(f->s, "OpenSession", &req.base, NULL, &c),
                    IMMU_GRPC_UNAUTHENTICATED);
-  call_reset(&c);
+  fake_call_clear(&c);
   req.password.data = B("immudb");
   req.password.len = 6;
   req.databasename = S("nodb");
   assert_int_equal(run(f->s, "OpenSession", &req.base, NULL, &c),
                    IMMU_GRPC_INVALID_ARGUMENT);
-  call_reset(&c);
+  fake_call_clear(&c);
 }
 
 static void test_default_password_refused(void **state) {
@@ -1109,16 +1033,16 @@ static void test_auth_disabled(void **state) {
   assert_int_equal(run(f->s, "Get", NULL, &remote, &c),
                    IMMU_GRPC_PERMISSION_DENIED);
   assert_non_null(strstr(c.message, "authentication is disabled"));
-  call_reset(&c);
+  fake_call_clear(&c);
   /* Health needs nothing, from anywhere. */
   assert_int_equal(run(f->s, "Health", NULL, &remote, &c), IMMU_GRPC_OK);
-  call_reset(&c);
+  fake_call_clear(&c);
 
   fx_stop(f);
   f->cfg.devmode = 1;
   fx_start(f);
   assert_int_equal(run(f->s, "Get", NULL, &remote, &c), IMMU_GRPC_OK);
-  call_reset(&c);
+  fake_call_clear(&c);
 }
 
 static void test_maintenance(void **state) {
@@ -1136,7 +1060,7 @@ static void test_maintenance(void **state) {
 
 static void test_method_table(void **state) {
   fx *f = *state;
-  const immu_grpc_method *m;
+  const immu_grpc_method *m, *login_m;
   size_t n;
   immu_grpc_call c;
   Immudb__Schema__HealthResponse *h;
@@ -1156,34 +1080,30 @@ static void test_method_table(void **state) {
          "UpdateAuthConfig is not supported");
 
   assert_int_equal(run(f->s, "Health", NULL, NULL, &c), IMMU_GRPC_OK);
-  h = immudb__schema__health_response__unpack(NULL, c.resplen[0], c.resp[0]);
+  h = immudb__schema__health_response__unpack(NULL, c.sent_len[0], c.sent[0]);
   assert_non_null(h);
   assert_true(h->status);
   assert_true(strlen(h->version) > 0);
   immudb__schema__health_response__free_unpacked(h, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
 
   assert_int_equal(run(f->s, "ServerInfo", NULL, NULL, &c), IMMU_GRPC_OK);
-  si = immudb__schema__server_info_response__unpack(NULL, c.resplen[0],
-                                                    c.resp[0]);
+  si = immudb__schema__server_info_response__unpack(NULL, c.sent_len[0],
+                                                    c.sent[0]);
   assert_non_null(si);
   assert_int_equal(si->numdatabases, 1);
   assert_true(si->startedat > 0);
   immudb__schema__server_info_response__free_unpacked(si, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
 
   /* A malformed request is refused by immu_srv_unpack. */
-  memset(&c, 0, sizeof c);
-  c.path = S("/immudb.schema.ImmuService/Login");
-  c.nmsgs = 1;
-  c.req = malloc(3);
-  memcpy(c.req, "\x0a\xff\x01", 3);
-  c.reqlen = 3;
-  c.loopback = 1;
-  handler_of(f->s, "Login")(&c, f->s);
+  login_m = method_of(f->s, "Login");
+  call_init(&c, login_m->path);
+  fake_call_add_msg(&c, "\x0a\xff\x01", 3);
+  fake_call_run(&c, login_m->handler, f->s, login_m->flags);
   assert_int_equal(c.status, IMMU_GRPC_INVALID_ARGUMENT);
   assert_string_equal(c.message, "malformed request");
-  call_reset(&c);
+  fake_call_clear(&c);
 }
 
 /* UnloadDatabase waits for a handler that holds the database. */
@@ -1219,11 +1139,8 @@ static void test_unload_waits(void **state) {
   admin_login(f);
   create_db(f->s, f->admin_tok, "db1", IMMU_GRPC_OK, NULL);
   assert_int_equal(use_db(f->s, f->admin_tok, "db1", t), IMMU_GRPC_OK);
-  memset(&c, 0, sizeof c);
-  c.md_key[0] = S("authorization");
-  c.md_val[0] = t;
-  c.nmd = 1;
-  c.loopback = 1;
+  call_init(&c, NULL);
+  fake_call_set_auth(&c, t);
   assert_int_equal(immu_srv_begin(f->s, &c, IMMU_PERM_READ, 1, &ctx), 0);
   assert_string_equal(ctx.db_name, "db1");
   expect(f->s, "DatabaseHealth", NULL, t, IMMU_GRPC_OK, NULL);
@@ -1243,9 +1160,10 @@ static void test_unload_waits(void **state) {
   /* New calls are turned away while it waits. */
   expect(f->s, "Get", NULL, t, IMMU_GRPC_UNAVAILABLE, "unloaded");
   immu_srv_end(&ctx);
+  fake_call_clear(&c);
   pthread_join(th, NULL);
   assert_int_equal(a.c.status, IMMU_GRPC_OK);
-  call_reset(&a.c);
+  fake_call_clear(&a.c);
   pthread_mutex_destroy(&a.mu);
   expect(f->s, "Get", NULL, t, IMMU_GRPC_FAILED_PRECONDITION, "not loaded");
 }
@@ -1275,13 +1193,13 @@ static void test_broken_database(void **state) {
   assert_string_equal(list, "defaultdb,db1");
   o = tokopt(f->admin_tok);
   assert_int_equal(run(f->s, "DatabaseListV2", &rq.base, &o, &c), IMMU_GRPC_OK);
-  r = immudb__schema__database_list_response_v2__unpack(NULL, c.resplen[0],
-                                                        c.resp[0]);
+  r = immudb__schema__database_list_response_v2__unpack(NULL, c.sent_len[0],
+                                                        c.sent[0]);
   assert_int_equal(r->n_databases, 2);
   assert_true(r->databases[0]->loaded);
   assert_false(r->databases[1]->loaded);
   immudb__schema__database_list_response_v2__free_unpacked(r, NULL);
-  call_reset(&c);
+  fake_call_clear(&c);
   assert_int_equal(use_db(f->s, f->admin_tok, "defaultdb", t), IMMU_GRPC_OK);
   expect(f->s, "Get", NULL, t, IMMU_GRPC_OK, "defaultdb");
   db_op(f->s, f->admin_tok, "LoadDatabase", "db1", IMMU_GRPC_UNAVAILABLE,
@@ -1336,5 +1254,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_broken_database, setup, teardown),
       cmocka_unit_test_setup_teardown(test_adopt_directory, setup, teardown),
   };
+  fake_call_set_fail(fake_fail_cmocka);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
