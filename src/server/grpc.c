@@ -167,24 +167,26 @@ typedef struct out_chunk {
   uint8_t data[];
 } out_chunk;
 
-/* name and value live in one allocation starting at name. */
-typedef struct md_entry {
-  char *name;
-  char *value;
-} md_entry;
-
 typedef struct msg_ref {
   size_t off;
   size_t len;
 } msg_ref;
 
-/* A request header: offsets of its NUL-terminated name and value in the
- * call's md_buf (one buffer for all of them: a call used to cost one
- * allocation per header). */
-typedef struct md_ref {
+/* A list of headers (a call's request metadata, or the response headers
+ * its handler adds): NUL-terminated names and values in one buffer, each
+ * entry their offsets. A call used to cost one allocation per header.
+ * All zero is an empty list. */
+typedef struct hdr_ref {
   uint32_t name, value;
-} md_ref;
-#define MD_INLINE 8
+} hdr_ref;
+#define HDR_INLINE 8
+typedef struct hdr_list {
+  hdr_ref *at; /* NULL or inl until more entries are needed */
+  size_t n, cap;
+  char *buf;
+  size_t len, bcap;
+  hdr_ref inl[HDR_INLINE];
+} hdr_list;
 /* First size of the request message buffer: most requests fit, and a
  * small block comes from the allocator's per-thread cache. */
 #define RX_FIRST 512
@@ -204,11 +206,7 @@ struct immu_grpc_call {
   char *path;
   char peer_ip[INET6_ADDRSTRLEN];
   int loopback;
-  md_ref *md; /* md_inl until more are needed */
-  size_t nmd, cap_md;
-  char *md_buf;
-  size_t md_len, md_cap;
-  md_ref md_inl[MD_INLINE];
+  hdr_list md;
   uint8_t *rx;
   size_t rx_len, rx_cap;
   msg_ref *msgs; /* msg_inl until a second message */
@@ -220,8 +218,7 @@ struct immu_grpc_call {
   pthread_cond_t cv;
   out_chunk *out_head, *out_tail;
   size_t out_bytes;
-  md_entry *rh;
-  size_t nrh, cap_rh;
+  hdr_list rh;
   int sent_any;
   int finished;
   int status;
@@ -484,74 +481,61 @@ static int64_t parse_grpc_timeout(const uint8_t *v, size_t n) {
   return us;
 }
 
-static int md_push(md_entry **arr, size_t *n, size_t *cap, const char *name,
-                   size_t nlen, const char *value, size_t vlen) {
-  char *mem;
-  if (*n == *cap) {
-    size_t nc = *cap ? *cap * 2 : 8;
-    md_entry *na = immu__realloc(*arr, nc * sizeof *na);
-    if (na == NULL)
-      return IMMU_ENOMEM;
-    *arr = na;
-    *cap = nc;
-  }
-  mem = immu__malloc(nlen + vlen + 2);
-  if (mem == NULL)
-    return IMMU_ENOMEM;
-  memcpy(mem, name, nlen);
-  mem[nlen] = '\0';
-  memcpy(mem + nlen + 1, value, vlen);
-  mem[nlen + 1 + vlen] = '\0';
-  (*arr)[*n].name = mem;
-  (*arr)[*n].value = mem + nlen + 1;
-  (*n)++;
-  return 0;
-}
-
-/* Appends a request header to |k|'s md_buf and md. */
-static int req_md_push(immu_grpc_call *k, const char *name, size_t nlen,
-                       const char *value, size_t vlen) {
-  size_t need = k->md_len + nlen + vlen + 2;
+/* Appends a header to |l|. */
+static int hdr_push(hdr_list *l, const char *name, size_t nlen,
+                    const char *value, size_t vlen) {
+  size_t need = l->len + nlen + vlen + 2;
   if (need > UINT32_MAX)
     return IMMU_ENOMEM;
-  if (need > k->md_cap) {
-    size_t nc = k->md_cap ? k->md_cap * 2 : 512;
+  if (need > l->bcap) {
+    size_t nc = l->bcap ? l->bcap * 2 : 512;
     while (nc < need)
       nc *= 2;
-    char *nb = immu__realloc(k->md_buf, nc);
+    char *nb = immu__realloc(l->buf, nc);
     if (nb == NULL)
       return IMMU_ENOMEM;
-    k->md_buf = nb;
-    k->md_cap = nc;
+    l->buf = nb;
+    l->bcap = nc;
   }
-  if (k->nmd == k->cap_md) {
-    size_t nc = k->cap_md * 2;
-    md_ref *na = immu__malloc(nc * sizeof *na);
+  if (l->at == NULL) {
+    l->at = l->inl;
+    l->cap = HDR_INLINE;
+  }
+  if (l->n == l->cap) {
+    size_t nc = l->cap * 2;
+    hdr_ref *na = immu__malloc(nc * sizeof *na);
     if (na == NULL)
       return IMMU_ENOMEM;
-    memcpy(na, k->md, k->nmd * sizeof *na);
-    if (k->md != k->md_inl)
-      immu__free(k->md);
-    k->md = na;
-    k->cap_md = nc;
+    memcpy(na, l->at, l->n * sizeof *na);
+    if (l->at != l->inl)
+      immu__free(l->at);
+    l->at = na;
+    l->cap = nc;
   }
-  char *p = k->md_buf + k->md_len;
+  char *p = l->buf + l->len;
   memcpy(p, name, nlen);
   p[nlen] = '\0';
   memcpy(p + nlen + 1, value, vlen);
   p[nlen + 1 + vlen] = '\0';
-  k->md[k->nmd].name = (uint32_t)k->md_len;
-  k->md[k->nmd].value = (uint32_t)(k->md_len + nlen + 1);
-  k->nmd++;
-  k->md_len = need;
+  l->at[l->n].name = (uint32_t)l->len;
+  l->at[l->n].value = (uint32_t)(l->len + nlen + 1);
+  l->n++;
+  l->len = need;
   return 0;
 }
 
-static void md_free(md_entry *arr, size_t n) {
-  size_t i;
-  for (i = 0; i < n; i++)
-    immu__free(arr[i].name);
-  immu__free(arr);
+static const char *hdr_name(const hdr_list *l, size_t i) {
+  return l->buf + l->at[i].name;
+}
+
+static const char *hdr_value(const hdr_list *l, size_t i) {
+  return l->buf + l->at[i].value;
+}
+
+static void hdr_free(hdr_list *l) {
+  if (l->at != l->inl)
+    immu__free(l->at);
+  immu__free(l->buf);
 }
 
 static nghttp2_nv mknv(const char *name, const char *value) {
@@ -627,8 +611,6 @@ static immu_grpc_call *call_new(conn *c, int32_t stream_id) {
   k->stream_id = stream_id;
   k->stream_open = 1;
   k->timeout_us = -1;
-  k->md = k->md_inl;
-  k->cap_md = MD_INLINE;
   k->msgs = k->msg_inl;
   k->cap_msgs = 1;
   k->forced_status = -1;
@@ -648,10 +630,8 @@ static void call_free(immu_grpc_call *k) {
     immu__free(ch);
     ch = nx;
   }
-  if (k->md != k->md_inl)
-    immu__free(k->md);
-  immu__free(k->md_buf);
-  md_free(k->rh, k->nrh);
+  hdr_free(&k->md);
+  hdr_free(&k->rh);
   immu__free(k->path);
   immu__free(k->rx);
   if (k->msgs != k->msg_inl)
@@ -779,14 +759,14 @@ static const char *status_str(int st, char buf[16]) {
  * (RFC 9113 8.1) by on_frame_send: submitting the RST_STREAM now would make
  * nghttp2 drop the queued HEADERS. */
 static void send_trailers_only(conn *c, immu_grpc_call *k, int http_status,
-                               int gstatus, const char *msg, const md_entry *rh,
-                               size_t nrh) {
+                               int gstatus, const char *msg,
+                               const hdr_list *rh) {
   immu_grpc_server *s = c->srv;
   char hs[16], gs[16];
   char *enc = NULL;
   nghttp2_nv stack_nv[16];
   nghttp2_nv *nv = stack_nv;
-  size_t n = 0, i, need = 5 + nrh;
+  size_t nrh = rh != NULL ? rh->n : 0, n = 0, i, need = 5 + nrh;
 
   if (k->resp == RESP_DONE)
     return;
@@ -805,7 +785,7 @@ static void send_trailers_only(conn *c, immu_grpc_call *k, int http_status,
   if (s->uuid != NULL)
     nv[n++] = mknv("immudb-uuid", s->uuid);
   for (i = 0; i < nrh; i++)
-    nv[n++] = mknv(rh[i].name, rh[i].value);
+    nv[n++] = mknv(hdr_name(rh, i), hdr_value(rh, i));
   nv[n++] = mknv("grpc-status", status_str(gstatus, gs));
   if (msg != NULL && msg[0] != '\0') {
     enc = grpc_percent_encode(msg);
@@ -828,7 +808,7 @@ static void send_trailers_only(conn *c, immu_grpc_call *k, int http_status,
 static void call_reject(conn *c, immu_grpc_call *k, int http_status,
                         int gstatus, const char *msg) {
   if (k->resp == RESP_NONE) {
-    send_trailers_only(c, k, http_status, gstatus, msg, NULL, 0);
+    send_trailers_only(c, k, http_status, gstatus, msg, NULL);
   } else if (k->resp == RESP_STARTED && k->forced_status < 0) {
     k->forced_status = gstatus;
     k->forced_msg = msg; /* static strings only on this path */
@@ -943,13 +923,13 @@ static void submit_response(conn *c, immu_grpc_call *k) {
     int st = k->status;
     char *msg = k->message;
     k->message = NULL;
-    send_trailers_only(c, k, 200, st, msg, k->rh, k->nrh);
+    send_trailers_only(c, k, 200, st, msg, &k->rh);
     pthread_mutex_unlock(&k->mu);
     immu__free(msg);
     return;
   }
-  if (3 + k->nrh > sizeof stack_nv / sizeof stack_nv[0]) {
-    nv = immu__malloc((3 + k->nrh) * sizeof *nv);
+  if (3 + k->rh.n > sizeof stack_nv / sizeof stack_nv[0]) {
+    nv = immu__malloc((3 + k->rh.n) * sizeof *nv);
     if (nv == NULL) {
       pthread_mutex_unlock(&k->mu);
       call_reject(c, k, 200, IMMU_GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -960,8 +940,8 @@ static void submit_response(conn *c, immu_grpc_call *k) {
   nv[n++] = mknv("content-type", "application/grpc");
   if (s->uuid != NULL)
     nv[n++] = mknv("immudb-uuid", s->uuid);
-  for (i = 0; i < k->nrh; i++)
-    nv[n++] = mknv(k->rh[i].name, k->rh[i].value);
+  for (i = 0; i < k->rh.n; i++)
+    nv[n++] = mknv(hdr_name(&k->rh, i), hdr_value(&k->rh, i));
   prd.source.ptr = k;
   prd.read_callback = data_read_cb;
   rv = nghttp2_submit_response(c->h2, k->stream_id, nv, n, &prd);
@@ -1438,8 +1418,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame,
     k->bad_timeout = k->timeout_us < 0;
     return 0;
   }
-  if (req_md_push(k, (const char *)name, namelen, (const char *)value,
-                  valuelen) != 0)
+  if (hdr_push(&k->md, (const char *)name, namelen, (const char *)value,
+               valuelen) != 0)
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return 0;
 }
@@ -2698,9 +2678,9 @@ const uint8_t *immu_grpc_call_msg(const immu_grpc_call *c, size_t i,
 
 const char *immu_grpc_call_metadata(const immu_grpc_call *c, const char *key) {
   size_t i;
-  for (i = 0; i < c->nmd; i++)
-    if (strcmp(c->md_buf + c->md[i].name, key) == 0)
-      return c->md_buf + c->md[i].value;
+  for (i = 0; i < c->md.n; i++)
+    if (strcmp(hdr_name(&c->md, i), key) == 0)
+      return hdr_value(&c->md, i);
   return NULL;
 }
 
@@ -2750,8 +2730,7 @@ int immu_grpc_call_add_header(immu_grpc_call *c, const char *key,
     pthread_mutex_unlock(&c->mu);
     return IMMU_EINVAL;
   }
-  rc = md_push(&c->rh, &c->nrh, &c->cap_rh, key, strlen(key), value,
-               strlen(value));
+  rc = hdr_push(&c->rh, key, strlen(key), value, strlen(value));
   pthread_mutex_unlock(&c->mu);
   return rc;
 }
@@ -2847,7 +2826,7 @@ void immu_grpc_call_defer(immu_grpc_call *c) {
   int ok;
   pthread_mutex_lock(&c->mu);
   ok = !c->finished && !c->det_ref && c->sent_any == 0 &&
-       c->out_head == NULL && c->nrh == 0;
+       c->out_head == NULL && c->rh.n == 0;
   pthread_mutex_unlock(&c->mu);
   if (!c->on_loop || !(c->method->flags & IMMU_GRPC_METHOD_TRY_INLINE) ||
       c->deferred || !ok) {
