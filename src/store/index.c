@@ -1379,12 +1379,11 @@ static int hist_row(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
   return rc;
 }
 
-/* History's 'l' row: the key's latest revision. */
-static int hist_latest(entry_ctx *c, const uint8_t *v, size_t vl) {
-  immu_index_entry e;
-  e.key = c->key;
-  e.klen = c->klen;
-  int rc = emit_entry(c, v, vl, 0, &e);
+/* History's 'l' row: the key's latest revision, read by get_latest. */
+static int hist_latest(entry_ctx *c, immu_index_entry *e) {
+  e->key = c->key;
+  e->klen = c->klen;
+  int rc = c->cb(c->arg, e);
   if (rc > 0)
     c->stopped = 1;
   return rc;
@@ -1395,7 +1394,7 @@ int immu__index_history(immu_index *ix, const uint8_t *key, size_t klen,
   entry_ctx c = {0};
   const rocksdb_snapshot_t *snap = NULL;
   rocksdb_readoptions_t *ro = NULL;
-  rocksdb_pinnableslice_t *lps = NULL;
+  immu_index_entry le = {0};
   uint8_t *lo = NULL, *hi = NULL;
   size_t pl, lol, hil;
   int rc;
@@ -1442,54 +1441,26 @@ int immu__index_history(immu_index *ix, const uint8_t *key, size_t klen,
     goto out;
   }
   rocksdb_readoptions_set_snapshot(ro, snap);
-  {
-    char *err = NULL;
-    uint8_t stack[STACK_KEY];
-    uint8_t *lk = klen + 1 <= sizeof stack ? stack : immu__malloc(klen + 1);
-    if (lk == NULL) {
-      rc = IMMU_ENOMEM;
-      goto out;
-    }
-    lk[0] = NS_LATEST;
-    memcpy(lk + 1, key, klen);
-    lps = rocksdb_get_pinned_cf(ix->db, ro, ix->cf_l, (const char *)lk,
-                                klen + 1, &err);
-    if (lk != stack)
-      immu__free(lk);
-    if (err != NULL) {
-      rc = rocks_err(err);
-      goto out;
-    }
-  }
-  if (lps == NULL) {
-    rc = 0; /* no such key: no 'h' rows either */
+  if ((rc = get_latest(ix, ro, key, klen, &le)) != 0) {
+    if (rc == IMMU_ENOTFOUND)
+      rc = 0; /* no such key: no 'h' rows either */
     goto out;
   }
-  {
-    size_t lvl = 0;
-    const uint8_t *lv =
-        (const uint8_t *)rocksdb_pinnableslice_value(lps, &lvl);
-    immu_index_entry le;
-    const uint8_t *inl;
-    if ((rc = entry_get(lv, lvl, &le, &inl)) != 0)
-      goto out;
-    if (desc) {
-      if (from == 0 || from >= le.revision) {
-        if ((rc = hist_latest(&c, lv, lvl)) != 0 || c.stopped)
-          goto out;
-      }
-      rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
-    } else {
-      rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
-      if (rc == 0 && !c.stopped && (from == 0 || from <= le.revision))
-        rc = hist_latest(&c, lv, lvl);
+  if (desc) {
+    if (from == 0 || from >= le.revision) {
+      if ((rc = hist_latest(&c, &le)) != 0 || c.stopped)
+        goto out;
     }
+    rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
+  } else {
+    rc = iterate_at(ix, ix->cf, snap, lo, lol, hi, hil, desc, hist_row, &c);
+    if (rc == 0 && !c.stopped && (from == 0 || from <= le.revision))
+      rc = hist_latest(&c, &le);
   }
 out:
   if (rc > 0)
     rc = 0;
-  if (lps != NULL)
-    rocksdb_pinnableslice_destroy(lps);
+  immu__index_entry_clear(&le);
   if (ro != NULL)
     rocksdb_readoptions_destroy(ro);
   if (snap != NULL)
