@@ -49,11 +49,18 @@
 typedef struct immu_index_env immu_index_env;
 typedef struct immu_index immu_index;
 
-/* |cache_bytes| for the shared LRU block cache (0 = 256 MiB), |bg_threads|
- * background compaction/flush threads (0 = 2). Caller owns *out. */
+/* |cache_bytes| (0 = 256 MiB) for the caches: an eighth for the latest
+ * rows the applies wrote (store/rcache.h), the rest for the shared LRU
+ * block cache; |bg_threads| background compaction/flush threads (0 = 2).
+ * Caller owns *out. */
 int immu__index_env_new(size_t cache_bytes, int bg_threads,
                         immu_index_env **out);
 void immu__index_env_free(immu_index_env *env);
+
+/* Counters of the environment's latest-row cache (tests, metrics). */
+struct immu__rcache_stats;
+void immu__index_env_rcache_stats(immu_index_env *env,
+                                  struct immu__rcache_stats *out);
 
 /* Opens or creates the index in |dir|. IMMU_ECORRUPT if RocksDB reports
  * corruption or the 'm' record is malformed (the caller then destroys and

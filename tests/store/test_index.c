@@ -43,6 +43,7 @@
 #include "immudb/crypto.h"
 #include "immudb/err.h"
 #include "store/index.h"
+#include "store/rcache.h"
 
 #define assert_rc(expr, want)                                                  \
   do {                                                                         \
@@ -1347,6 +1348,84 @@ static void test_oom(void **state) {
   remove_dir(dir);
 }
 
+/* The latest rows of an apply are answered from the row cache, which is
+ * per index and emptied when its index closes; a reopened index answers
+ * the same rows from RocksDB. */
+static void test_row_cache(void **state) {
+  char d1[512], d2[512];
+  immu_index *a, *b;
+  immu__rcache_stats st0, st;
+  immu_index_entry e = {0};
+  batch ba, bb;
+  const uint8_t *k = (const uint8_t *)"\0rk";
+  (void)state;
+
+  make_dir(d1, sizeof d1);
+  make_dir(d2, sizeof d2);
+  a = open_ix(d1, 64);
+  b = open_ix(d2, 64);
+  batch_init(&ba, 4);
+  batch_init(&bb, 4);
+  batch_add(&ba, k, 3, 1, 0, 8);
+  batch_add(&bb, k, 3, 1, 0, 9);
+  batch_add(&bb, k, 3, 2, 0, 10);
+  assert_rc(immu__index_apply(a, 1, 1, ba.kv, ba.n), 0);
+  assert_rc(immu__index_apply(b, 1, 2, bb.kv, bb.n), 0);
+
+  immu__index_env_rcache_stats(g_env, &st0);
+  assert_true(st0.rows >= 2);
+  assert_rc(immu__index_get_latest_cached(a, k, 3, &e), 0);
+  assert_int_equal(e.tx, 1);
+  assert_int_equal(e.revision, 1);
+  assert_int_equal(e.vlen, 8);
+  assert_true(e.has_inline);
+  assert_memory_equal(e.inline_value, ba.vbuf[0], 8);
+  assert_rc(immu__index_get_latest(b, k, 3, &e), 0);
+  assert_int_equal(e.tx, 2);
+  assert_int_equal(e.revision, 2);
+  assert_memory_equal(e.inline_value, bb.vbuf[1], 10);
+  /* the earlier revision comes from its 'h' row */
+  assert_rc(immu__index_get_revision(b, k, 3, 1, &e), 0);
+  assert_int_equal(e.tx, 1);
+  immu__index_env_rcache_stats(g_env, &st);
+  assert_true(st.hits >= st0.hits + 3);
+
+  /* a rewrite replaces the cached row at once */
+  ba.n = 0;
+  batch_add(&ba, k, 3, 2, 0, 12);
+  assert_rc(immu__index_apply(a, 2, 2, ba.kv, ba.n), 0);
+  assert_rc(immu__index_get_latest_cached(a, k, 3, &e), 0);
+  assert_int_equal(e.revision, 2);
+  assert_int_equal(e.vlen, 12);
+  assert_memory_equal(e.inline_value, ba.vbuf[0], 12);
+
+  /* closing drops the index's rows; reopened, RocksDB answers alike */
+  immu__index_close(a);
+  immu__index_env_rcache_stats(g_env, &st);
+  assert_int_equal(st.rows, st0.rows - 1);
+  a = open_ix(d1, 64);
+  immu__index_env_rcache_stats(g_env, &st0);
+  assert_rc(immu__index_get_latest(a, k, 3, &e), 0);
+  assert_int_equal(e.revision, 2);
+  assert_int_equal(e.vlen, 12);
+  assert_memory_equal(e.inline_value, ba.vbuf[0], 12);
+  immu__index_env_rcache_stats(g_env, &st);
+  assert_int_equal(st.hits, st0.hits);
+  assert_int_equal(st.misses, st0.misses + 1);
+
+  immu__index_entry_clear(&e);
+  batch_free(&ba);
+  batch_free(&bb);
+  immu__index_close(a);
+  immu__index_close(b);
+  immu__index_env_rcache_stats(g_env, &st);
+  assert_int_equal(st.rows, 0);
+  assert_rc(immu__index_destroy(g_env, d1), 0);
+  assert_rc(immu__index_destroy(g_env, d2), 0);
+  remove_dir(d1);
+  remove_dir(d2);
+}
+
 static void test_destroy(void **state) {
   char dir[512];
   immu_index *ix;
@@ -1386,6 +1465,7 @@ int main(void) {
       cmocka_unit_test(test_corrupt),
       cmocka_unit_test(test_old_format),
       cmocka_unit_test(test_concurrent),
+      cmocka_unit_test(test_row_cache),
       cmocka_unit_test(test_oom),
       cmocka_unit_test(test_destroy),
   };
