@@ -1049,6 +1049,11 @@ void immu__drop_user_sessions(immu_server *s, const char *user) {
   pthread_mutex_unlock(&s->mu);
 }
 
+void immu_server_row_cache(immu_server *s, uint64_t *hits, uint64_t *misses,
+                           uint64_t *rows, uint64_t *bytes) {
+  immu_store_env_row_cache(s->env, hits, misses, rows, bytes);
+}
+
 uint64_t immu_server_active_sessions(immu_server *s) {
   uint64_t n;
   pthread_mutex_lock(&s->mu);

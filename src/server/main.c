@@ -259,6 +259,11 @@ static uint64_t src_sessions(void *arg) {
   return immu_server_active_sessions(arg);
 }
 
+static void src_row_cache(void *arg, uint64_t *hits, uint64_t *misses,
+                          uint64_t *rows, uint64_t *bytes) {
+  immu_server_row_cache(arg, hits, misses, rows, bytes);
+}
+
 typedef struct list_ctx {
   void (*add)(void *aarg, const char *name);
   void *aarg;
@@ -552,6 +557,7 @@ int main(int argc, char **argv) {
     mc.buildtime = IMMU_SERVER_BUILDTIME;
     mc.source.foreach_db = src_foreach_db;
     mc.source.active_sessions = src_sessions;
+    mc.source.row_cache = src_row_cache;
     mc.source.arg = srv;
     mc.log = immu_log_cb;
     mc.log_arg = (void *)"metrics";

@@ -685,6 +685,24 @@ char *immu_metrics_render(immu_metrics *m, size_t *len) {
             "Number of active sessions.");
   sb_printf(&sb, "immudb_active_sessions %" PRIu64 "\n", sessions);
 
+  if (m->source.row_cache != NULL) {
+    uint64_t hits = 0, misses = 0, rcrows = 0, bytes = 0;
+    m->source.row_cache(m->source.arg, &hits, &misses, &rcrows, &bytes);
+    sb_family(&sb, "immudb_index_row_cache_hits_total", "counter",
+              "Latest-value reads answered by the index row cache.");
+    sb_printf(&sb, "immudb_index_row_cache_hits_total %" PRIu64 "\n", hits);
+    sb_family(&sb, "immudb_index_row_cache_misses_total", "counter",
+              "Latest-value reads the index row cache did not hold.");
+    sb_printf(&sb, "immudb_index_row_cache_misses_total %" PRIu64 "\n",
+              misses);
+    sb_family(&sb, "immudb_index_row_cache_rows", "gauge",
+              "Recently written keys held by the index row cache.");
+    sb_printf(&sb, "immudb_index_row_cache_rows %" PRIu64 "\n", rcrows);
+    sb_family(&sb, "immudb_index_row_cache_bytes", "gauge",
+              "Memory held by the index row cache.");
+    sb_printf(&sb, "immudb_index_row_cache_bytes %" PRIu64 "\n", bytes);
+  }
+
   if (rows.n > 0) {
     sb_family(&sb, "immudb_db_size_bytes", "gauge", "Database size in bytes.");
     for (size_t i = 0; i < rows.n; i++) {

@@ -46,6 +46,9 @@ typedef struct immu_metrics_source {
                      void *earg);
   /* Open sessions. May be NULL (reported as 0). */
   uint64_t (*active_sessions)(void *arg);
+  /* The index row cache's counters. May be NULL (not reported). */
+  void (*row_cache)(void *arg, uint64_t *hits, uint64_t *misses,
+                    uint64_t *rows, uint64_t *bytes);
   void *arg;
 } immu_metrics_source;
 

@@ -264,5 +264,8 @@ void immu_server_foreach_db(immu_server *s,
                                        struct immu_db *db),
                             void *arg);
 uint64_t immu_server_active_sessions(immu_server *s);
+/* The index row cache's counters (immu_store_env_row_cache). */
+void immu_server_row_cache(immu_server *s, uint64_t *hits, uint64_t *misses,
+                           uint64_t *rows, uint64_t *bytes);
 
 #endif

@@ -39,6 +39,7 @@
 #include "core/endian.h"
 #include "core/mem.h"
 #include "store/crc32c.h"
+#include "store/rcache.h"
 #include "store/seg.h"
 
 #define TXI_REC 16u
@@ -2219,6 +2220,17 @@ static void *env_timer(void *arg) {
   }
   pthread_mutex_unlock(&env->mu);
   return NULL;
+}
+
+void immu_store_env_row_cache(immu_store_env *env, uint64_t *hits,
+                              uint64_t *misses, uint64_t *rows,
+                              uint64_t *bytes) {
+  immu__rcache_stats st;
+  immu__index_env_rcache_stats(env->ix, &st);
+  *hits = st.hits;
+  *misses = st.misses;
+  *rows = st.rows;
+  *bytes = st.bytes;
 }
 
 int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out) {

@@ -52,6 +52,12 @@ enum immu_durability {
 int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out);
 void immu_store_env_free(immu_store_env *env);
 
+/* Counters of the environment's latest-row cache (store/rcache.h): reads it
+ * answered and missed, the rows it holds and their bytes. Thread-safe. */
+void immu_store_env_row_cache(immu_store_env *env, uint64_t *hits,
+                              uint64_t *misses, uint64_t *rows,
+                              uint64_t *bytes);
+
 typedef struct immu_store_options {
   int durability;          /* enum immu_durability */
   uint64_t log_seg_size;   /* default 512 MiB */

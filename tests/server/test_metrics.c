@@ -72,6 +72,15 @@ static uint64_t fake_sessions(void *arg) {
   return 7;
 }
 
+static void fake_row_cache(void *arg, uint64_t *hits, uint64_t *misses,
+                           uint64_t *rows, uint64_t *bytes) {
+  (void)arg;
+  *hits = 41;
+  *misses = 9;
+  *rows = 3;
+  *bytes = 4096;
+}
+
 static immu_metrics *new_metrics(int histograms) {
   immu_metrics_config mc;
   memset(&mc, 0, sizeof(mc));
@@ -82,6 +91,7 @@ static immu_metrics *new_metrics(int histograms) {
   mc.buildtime = "then";
   mc.source.foreach_db = fake_foreach;
   mc.source.active_sessions = fake_sessions;
+  mc.source.row_cache = fake_row_cache;
   immu_metrics *m = NULL;
   assert_int_equal(immu_metrics_new(&mc, &m), 0);
   assert_non_null(m);
@@ -356,6 +366,12 @@ static void test_metrics_endpoint(void **state) {
   assert_contains(b, "immudb_last_indexed_trx_id{db=\"defaultdb\"} 11\n");
   assert_contains(b, "immudb_loaded_databases 2\n");
   assert_contains(b, "immudb_active_sessions 7\n");
+  assert_contains(b, "# TYPE immudb_index_row_cache_hits_total counter\n");
+  assert_contains(b, "immudb_index_row_cache_hits_total 41\n");
+  assert_contains(b, "immudb_index_row_cache_misses_total 9\n");
+  assert_contains(b, "# TYPE immudb_index_row_cache_rows gauge\n");
+  assert_contains(b, "immudb_index_row_cache_rows 3\n");
+  assert_contains(b, "immudb_index_row_cache_bytes 4096\n");
   assert_contains(b, "# TYPE immudb_number_of_rpcs_per_client counter\n");
   assert_contains(b, "immudb_number_of_rpcs_per_client{ip=\"127.0.0.1\"} 2\n");
   assert_contains(b, "immudb_number_of_rpcs_per_client{ip=\"::1\"} 1\n");
