@@ -1643,7 +1643,8 @@ void immu_server_foreach_db(immu_server *s,
 /* Start and stop                                                      */
 /* ------------------------------------------------------------------ */
 
-/* The index block cache for all databases. Point reads answer from the I/O
+/* The index caches for all databases (an eighth of it holds the rows the
+ * applies wrote last, the rest blocks). Point reads answer from the I/O
  * thread only while their blocks are cached; once the latest rows of the
  * keys being read outgrow the cache, Gets go to the workers, each a file
  * read and a cache eviction (Get at 16 clients fell from ~85k to 29-58k

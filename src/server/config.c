@@ -184,8 +184,9 @@ static const opt OPTS[] = {
      "gRPC network threads (0 = one per core, at most 4)"},
     {"index-cache-size", 0, T_INT, 0, F(index_cache_mib), 0, 1 << 20, "0",
      "int",
-     "MiB of key index blocks cached for all databases (0 = an eighth of "
-     "the RAM, from 256 MiB to 4 GiB)"},
+     "MiB of key index cache for all databases, an eighth of it for the "
+     "latest values of recently written keys (0 = an eighth of the RAM, "
+     "from 256 MiB to 4 GiB)"},
 
     /* immudb settings accepted for compatibility, without effect. */
     {"network", 0, T_IGN_STR, 0, NOFIELD, 0, 0, "tcp", "", NULL},
