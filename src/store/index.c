@@ -125,6 +125,7 @@ typedef struct group {
   uint64_t prev_tx;  /* its tx */
   const uint8_t *prev; /* its 'l' row cut to the 'h' shape (in mvals[]) */
   size_t prev_len;
+  size_t loff, llen; /* its new 'l' row in ix->lbuf */
 } group;
 
 struct immu_index {
@@ -158,6 +159,8 @@ struct immu_index {
   size_t kcap;
   uint8_t *vbuf;
   size_t vcap;
+  uint8_t *lbuf; /* the batch's new 'l' rows, for the write and the cache */
+  size_t lcap;
   uint8_t *zbuf;
   size_t zcap;
 };
@@ -892,6 +895,7 @@ void immu__index_close(immu_index *ix) {
   immu__free(ix->mbuf);
   immu__free(ix->kbuf);
   immu__free(ix->vbuf);
+  immu__free(ix->lbuf);
   immu__free(ix->zbuf);
   immu__free(ix);
 }
@@ -1114,51 +1118,42 @@ static int apply_history(immu_index *ix, const immu_index_kv *kvs, size_t ng,
   return 0;
 }
 
-/* The 'l' row of group |g| (its key's last occurrence) into ix->vbuf. */
-static int latest_row(immu_index *ix, const immu_index_kv *kvs, size_t g,
-                      const immu_index_kv **kvp, size_t *len) {
-  size_t j = ix->grp[g].end - 1;
-  const immu_index_kv *kv = &kvs[ix->sk[j].i];
-  int inl = ix->inline_max > 0 && kv->vlen <= ix->inline_max &&
-            (kv->value != NULL || kv->vlen == 0);
-  int rc;
-  if ((rc = reserve(&ix->vbuf, &ix->vcap, entry_size(kv, 1, inl))) != 0)
-    return rc;
-  *len = entry_put(ix->vbuf, kv, ix->revs[j], 1, inl);
-  *kvp = kv;
-  return 0;
-}
-
-/* Pass 2: 'l' rows of the distinct keys, from their last occurrence. */
+/* Pass 2: 'l' rows of the distinct keys, from their last occurrence,
+ * kept in ix->lbuf for the row cache. */
 static int apply_latest(immu_index *ix, const immu_index_kv *kvs, size_t ng) {
+  size_t used = 0;
   for (size_t g = 0; g < ng; g++) {
-    const immu_index_kv *kv;
-    size_t vl;
+    group *gr = &ix->grp[g];
+    size_t j = gr->end - 1;
+    const immu_index_kv *kv = &kvs[ix->sk[j].i];
+    int inl = ix->inline_max > 0 && kv->vlen <= ix->inline_max &&
+              (kv->value != NULL || kv->vlen == 0);
     int rc;
-    if ((rc = latest_row(ix, kvs, g, &kv, &vl)) != 0 ||
+    if ((rc = reserve(&ix->lbuf, &ix->lcap,
+                      used + entry_size(kv, 1, inl))) != 0 ||
         (rc = reserve(&ix->kbuf, &ix->kcap, kv->klen + 1)) != 0)
       return rc;
+    gr->loff = used;
+    gr->llen = entry_put(ix->lbuf + used, kv, ix->revs[j], 1, inl);
+    used += gr->llen;
     ix->kbuf[0] = NS_LATEST;
     memcpy(ix->kbuf + 1, kv->key, kv->klen);
     rocksdb_writebatch_put_cf(ix->wb, ix->cf_l, (const char *)ix->kbuf,
-                              kv->klen + 1, (const char *)ix->vbuf, vl);
+                              kv->klen + 1, (const char *)ix->lbuf + gr->loff,
+                              gr->llen);
   }
   return 0;
 }
 
 /* After the batch is in RocksDB and before its last tx is published: the
- * new 'l' rows replace the cached ones (a row that cannot be encoded is
- * dropped from the cache, never left behind). */
+ * new 'l' rows replace the cached ones. */
 static void cache_latest(immu_index *ix, const immu_index_kv *kvs,
                          size_t ng) {
   for (size_t g = 0; g < ng; g++) {
-    const immu_index_kv *kv = &kvs[ix->sk[ix->grp[g].end - 1].i];
-    size_t vl;
-    if (latest_row(ix, kvs, g, &kv, &vl) != 0)
-      immu__rcache_erase(ix->env->rc, ix->rc_owner, kv->key, kv->klen);
-    else
-      immu__rcache_put(ix->env->rc, ix->rc_owner, kv->key, kv->klen,
-                       ix->vbuf, vl);
+    const group *gr = &ix->grp[g];
+    const immu_index_kv *kv = &kvs[ix->sk[gr->end - 1].i];
+    immu__rcache_put(ix->env->rc, ix->rc_owner, kv->key, kv->klen,
+                     ix->lbuf + gr->loff, gr->llen);
   }
 }
 
