@@ -9,8 +9,9 @@
  * behind what a reader of that published tx may see; a row is never
  * inserted from a read (a miss on random reads over a large key set would
  * otherwise pay an insert and an eviction each, as RocksDB's row cache
- * did). Least recently used rows go first once a shard is over its share
- * of the capacity. Thread-safe: one mutex per shard.
+ * did). Once a shard is over its share of the capacity its oldest rows go
+ * first, except those read since their last pass (second chance).
+ * Thread-safe: one mutex per shard.
  */
 #ifndef IMMU_STORE_RCACHE_H
 #define IMMU_STORE_RCACHE_H

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Tests of the latest-row cache (src/store/rcache.c): replacement, owners,
- * the capacity bound and LRU order, rows that cannot be stored, allocation
+ * the capacity bound and second-chance eviction, rows that cannot be stored, allocation
  * failures, and concurrent writers and readers. */
 #include <setjmp.h>
 #include <stdarg.h>
