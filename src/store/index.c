@@ -1319,10 +1319,8 @@ static int row_to_out(const uint8_t *v, size_t n, void *arg) {
 static int get_latest_rc(immu_index *ix, const rocksdb_readoptions_t *ro,
                          const uint8_t *key, size_t klen,
                          immu_index_entry *out) {
-  int rc;
-  if (klen == 0)
-    return IMMU_ENOTFOUND;
-  rc = immu__rcache_get(ix->env->rc, ix->rc_owner, key, klen, row_to_out, out);
+  int rc =
+      immu__rcache_get(ix->env->rc, ix->rc_owner, key, klen, row_to_out, out);
   if (rc == IMMU_ECORRUPT)
     snprintf(last_err, sizeof last_err,
              "malformed cached index row (key of %zu bytes)", klen);

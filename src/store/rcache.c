@@ -167,16 +167,22 @@ static row **find(shard *s, uint64_t owner, uint64_t h, const uint8_t *k,
   return pp;
 }
 
-/* Unlinks |r| from its bucket and the list and frees it. */
-static void remove_row(shard *s, row *r) {
-  row **pp = &s->tab[r->hash & (s->nb - 1)];
-  while (*pp != r)
-    pp = &(*pp)->hnext;
+/* Unlinks the row |*pp| (|pp| its bucket link) from its bucket and the
+ * list and frees it. */
+static void remove_at(shard *s, row **pp) {
+  row *r = *pp;
   *pp = r->hnext;
   list_unlink(s, r);
   s->n--;
   s->bytes -= row_bytes(r->klen, r->vlen);
   immu__free(r);
+}
+
+static void remove_row(shard *s, row *r) {
+  row **pp = &s->tab[r->hash & (s->nb - 1)];
+  while (*pp != r)
+    pp = &(*pp)->hnext;
+  remove_at(s, pp);
 }
 
 /* Doubles the bucket array; on allocation failure the chains just grow. */
@@ -213,7 +219,8 @@ void immu__rcache_put(immu__rcache *c, uint64_t owner, const uint8_t *key,
   /* Allocate outside the lock; a row that cannot be stored still evicts
    * the held one below. */
   need = 0;
-  if (v != NULL && klen <= s->cap && vlen <= s->cap) {
+  if (v != NULL && klen <= s->cap && vlen <= s->cap && klen <= UINT32_MAX &&
+      vlen <= UINT32_MAX) {
     need = row_bytes(klen, vlen);
     if (need <= s->cap)
       r = immu__malloc(need);
@@ -233,7 +240,7 @@ void immu__rcache_put(immu__rcache *c, uint64_t owner, const uint8_t *key,
   pthread_mutex_lock(&s->mu);
   pp = find(s, owner, h, key, klen);
   if (pp != NULL && *pp != NULL)
-    remove_row(s, *pp);
+    remove_at(s, pp);
   if (r != NULL) {
     if (2 * s->n >= s->nb)
       grow(s);
