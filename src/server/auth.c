@@ -2418,11 +2418,14 @@ static int method_add(immu_server *s, size_t cap, const char *svc,
   /* Health only packs a constant reply: run it on the I/O thread, without
    * the two thread hand-offs of a worker (it is what load balancers and
    * the benchmark's transport ceiling poll). Get tries the same, and moves
-   * to a worker when the answer is not in memory (h_get). */
+   * to a worker when the answer is not in memory (h_get); Set and
+   * VerifiableSet only queue their tx there, unless it is large (h_set). */
   s->methods[s->nmethods].flags =
       strcmp(name, "Health") == 0 ? IMMU_GRPC_METHOD_INLINE
-      : strcmp(name, "Get") == 0  ? IMMU_GRPC_METHOD_TRY_INLINE
-                                  : 0;
+      : strcmp(name, "Get") == 0 || strcmp(name, "Set") == 0 ||
+              strcmp(name, "VerifiableSet") == 0
+          ? IMMU_GRPC_METHOD_TRY_INLINE
+          : 0;
   s->nmethods++;
   return 0;
 }

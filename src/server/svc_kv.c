@@ -361,6 +361,26 @@ static void aset_start(immu_srv_ctx *c, const immu_db_kv *kvs, size_t n,
   }
 }
 
+/* Set and VerifiableSet are TRY_INLINE: queueing a tx for the committers
+ * never waits on disk (immu_db_set_async), so on the I/O thread the whole
+ * handler runs there and a Set skips the hand-off to a worker. A request
+ * this large goes to a worker instead: hashing and copying its values
+ * would hold up every other connection of the loop. */
+#define SET_INLINE_MAX ((size_t)64 * 1024)
+
+static int set_defer(immu_grpc_call *call) {
+  size_t len = 0;
+  if (!immu_grpc_call_on_loop(call))
+    return 0;
+  if (immu_grpc_call_nmsgs(call) == 1)
+    (void)immu_grpc_call_msg(call, 0, &len);
+  if (immu_grpc_call_nmsgs(call) != 1 || len > SET_INLINE_MAX) {
+    immu_grpc_call_defer(call);
+    return 1;
+  }
+  return 0;
+}
+
 static void h_set(immu_grpc_call *call, void *arg) {
   immu_srv_ctx c;
   immu_svc_arena a = IMMU_SVC_ARENA_INIT;
@@ -369,7 +389,7 @@ static void h_set(immu_grpc_call *call, void *arg) {
   size_t n = 0;
   int rc;
 
-  if (begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
+  if (set_defer(call) || begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
     return;
   if ((req = UNPACK(call, Immudb__Schema__SetRequest, set_request)) == NULL) {
     immu_srv_end(&c);
@@ -799,7 +819,7 @@ static void h_verifiable_set(immu_grpc_call *call, void *arg) {
   size_t n = 0;
   int rc;
 
-  if (begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
+  if (set_defer(call) || begin(arg, call, IMMU_PERM_READWRITE, &c) != 0)
     return;
   req = UNPACK(call, Immudb__Schema__VerifiableSetRequest,
                verifiable_set_request);

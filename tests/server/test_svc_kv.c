@@ -1301,6 +1301,78 @@ static void test_get_inline(void **state) {
   fake_call_free(c);
 }
 
+/* Set and VerifiableSet queue their tx on the I/O loop (TRY_INLINE) and go
+ * to a worker only for a large request; errors found on the loop are
+ * answered there. */
+static immu_grpc_call *set_call(fixture *fx, const char *name, const char *k,
+                                const uint8_t *v, size_t vlen) {
+  Immudb__Schema__SetRequest sr = IMMUDB__SCHEMA__SET_REQUEST__INIT;
+  Immudb__Schema__VerifiableSetRequest vr =
+      IMMUDB__SCHEMA__VERIFIABLE_SET_REQUEST__INIT;
+  Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
+  kv.key = S(k);
+  kv.value = B(v, vlen);
+  sr.kvs = &pkv;
+  sr.n_kvs = 1;
+  vr.setrequest = &sr;
+  return rpc(fx, name,
+             strcmp(name, "Set") == 0 ? &sr.base : &vr.base);
+}
+
+static void expect_set(fixture *fx, const char *name, const char *k,
+                       const uint8_t *v, size_t vlen, uint64_t tx,
+                       int ndefers) {
+  immu_grpc_call *c = set_call(fx, name, k, v, vlen);
+  ProtobufCMessage *m;
+  Immudb__Schema__TxHeader *h;
+  expect_status(c, IMMU_GRPC_OK, NULL);
+  assert_int_equal(c->nsent, 1);
+  if (strcmp(name, "Set") == 0) {
+    m = protobuf_c_message_unpack(&immudb__schema__tx_header__descriptor,
+                                  NULL, c->sent_len[0], c->sent[0]);
+    h = (Immudb__Schema__TxHeader *)m;
+  } else {
+    m = protobuf_c_message_unpack(&immudb__schema__verifiable_tx__descriptor,
+                                  NULL, c->sent_len[0], c->sent[0]);
+    assert_non_null(m);
+    h = ((Immudb__Schema__VerifiableTx *)m)->tx->header;
+  }
+  assert_non_null(m);
+  assert_int_equal(h->id, tx);
+  if (c->ndefers != ndefers)
+    fail_msg("%s %s (%zu bytes): %d defers, expected %d", name, k, vlen,
+             c->ndefers, ndefers);
+  protobuf_c_message_free_unpacked(m, NULL);
+  fake_call_free(c);
+}
+
+static void test_set_inline(void **state) {
+  fixture *fx = *state;
+  static uint8_t big[100 * 1024];
+  immu_grpc_call *c;
+
+#ifndef IMMU_TEST_REAL_AUTH
+  skip(); /* the flags come from the server's method table */
+#endif
+  memset(big, 'q', sizeof big);
+  expect_set(fx, "Set", "s1", U8("v1"), 2, 1, 0);
+  expect_set(fx, "VerifiableSet", "s2", U8("v2"), 2, 2, 0);
+  /* past the inline limit: moved to a worker before anything is done */
+  expect_set(fx, "Set", "big", big, sizeof big, 3, 1);
+  expect_set(fx, "VerifiableSet", "big2", big, sizeof big, 4, 1);
+  /* refused on the loop, and nothing committed */
+  c = set_call(fx, "Set", "", U8("x"), 1);
+  expect_status(c, IMMU_GRPC_INVALID_ARGUMENT, "empty");
+  assert_int_equal(c->ndefers, 0);
+  fake_call_free(c);
+  expect_set(fx, "Set", "s3", U8("v3"), 2, 5, 0);
+
+  expect_get(fx, "s1", 0, 0, "v1", 2, 0);
+  expect_get(fx, "s2", 0, 0, "v2", 2, 0);
+  expect_get(fx, "big", 0, 0, big, sizeof big, 1);
+  expect_get(fx, "big2", 0, 0, big, sizeof big, 1);
+}
+
 static void test_getall_scan_count_history(void **state) {
   fixture *fx = *state;
   Immudb__Schema__Entries *es;
@@ -2891,6 +2963,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
       cmocka_unit_test_setup_teardown(test_get_inline, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_set_inline, setup, teardown),
       cmocka_unit_test_setup_teardown(test_getall_scan_count_history, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_refs_zsets_execall, setup, teardown),
