@@ -181,7 +181,7 @@ static const opt OPTS[] = {
     {"shutdown-grace", 0, T_DUR, 0, F(shutdown_grace_s), 0, 3600, "10s",
      "duration", "how long in-flight calls may run on shutdown"},
     {"io-threads", 0, T_INT, 0, F(io_threads), 0, 64, "0", "int",
-     "gRPC network threads (0 = one per core, at most 4)"},
+     "gRPC network threads (0 = one per two cores, 1 to 4)"},
     {"index-cache-size", 0, T_INT, 0, F(index_cache_mib), 0, 1 << 20, "0",
      "int",
      "MiB of key index cache for all databases, an eighth of it for the "

@@ -93,7 +93,7 @@ typedef struct immu_cfg {
   int log_level;        /* enum immu_log_level; log-level: "info" */
   int detached;         /* -d: run in the background */
   int shutdown_grace_s; /* in-flight calls get this long at stop: 10 */
-  int io_threads;       /* gRPC I/O loop threads; 0 = one per core, max 4 */
+  int io_threads;       /* gRPC I/O loop threads; 0 = cores / 2, 1 to 4 */
   int index_cache_mib;  /* key index block cache of all databases; 0 = auto */
   /* metrics and health HTTP server */
   int metrics_server; /* 1 */

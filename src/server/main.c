@@ -322,12 +322,15 @@ typedef struct sig_ctx {
   atomic_int exiting;
 } sig_ctx;
 
-/* Network threads: --io-threads, or one per core up to 4. */
+/* Network threads: --io-threads, or one per two cores (at least 1, at most
+ * 4). The engine's own threads (commit, index, RocksDB) need the other
+ * half: on 2 cores one loop served Get at 7-8 server us a call against
+ * 8-11 with two, and Set as fast (docs/benchmarks.md, 2026-11-22). */
 #define IO_THREADS_MAX 64
 static int io_threads(const immu_cfg *c) {
   long n = c->io_threads;
   if (n <= 0) {
-    n = sysconf(_SC_NPROCESSORS_ONLN);
+    n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
     if (n > 4)
       n = 4;
   }
