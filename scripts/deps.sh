@@ -12,6 +12,7 @@ PKGS=(
   libssl-dev libnghttp2-dev libevent-dev
   libprotobuf-c-dev protobuf-c-compiler
   librocksdb-dev libcmocka-dev libcrypt-dev libedit-dev libsqlite3-dev
+  libjemalloc-dev
   nodejs npm
 )
 

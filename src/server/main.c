@@ -38,6 +38,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#ifdef IMMU_WITH_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -337,6 +340,22 @@ static int io_threads(const immu_cfg *c) {
   if (n < 1)
     n = 1;
   return n > IO_THREADS_MAX ? IO_THREADS_MAX : (int)n;
+}
+
+/* For the start-up line: which malloc this process runs on. */
+static const char *allocator_name(void) {
+#ifdef IMMU_WITH_JEMALLOC
+  static char buf[64];
+  const char *v = NULL;
+  size_t len = sizeof v;
+  if (mallctl("version", &v, &len, NULL, 0) == 0 && v != NULL) {
+    snprintf(buf, sizeof buf, "jemalloc %.40s", v);
+    return buf;
+  }
+  return "jemalloc";
+#else
+  return "system malloc";
+#endif
 }
 
 static void *io_main(void *arg) {
@@ -667,11 +686,12 @@ int main(int argc, char **argv) {
     goto out_checker;
   }
 
-  immu_log(IMMU_LOG_INFO, COMP, "listening on %s:%d (gRPC, %s)", cfg.address,
-           immu_grpc_server_port(grpc),
+  immu_log(IMMU_LOG_INFO, COMP, "listening on %s:%d (gRPC, %s; %d I/O %s, "
+           "allocator %s)", cfg.address, immu_grpc_server_port(grpc),
            ssl_ctx == NULL ? "cleartext h2c"
            : cfg.mtls      ? "TLS, client certificates required"
-                           : "TLS");
+                           : "TLS",
+           nio, nio == 1 ? "loop" : "loops", allocator_name());
   report_ready();
 
   for (io_started = 1; io_started < nio; io_started++) {

@@ -8,7 +8,8 @@
  * stops it with SIGTERM (bounded wait, then SIGKILL). A failing test prints
  * the server's log (stdout + stderr, so sanitizer reports too).
  *
- * Checks: Health and the immudb-uuid header (stable across restarts);
+ * Checks: Health and the immudb-uuid header (stable across restarts); the
+ * allocator named on the start-up line;
  * Login, Set/Get with a bearer token; a missing key; no token; an unknown
  * method; a malformed request; VerifiableSet / VerifiableGet replies
  * verified with the crypto core (header rebuilt from TxHeader, Alh, htree
@@ -846,6 +847,24 @@ static void test_health_login_set_get(void **state) {
   assert_true(health(f->c, uuid, sizeof uuid));
   if (strlen(uuid) != 20)
     fail_msg("immudb-uuid header: \"%s\" (want a 20-character xid)", uuid);
+
+  /* The start-up line names the allocator the build linked (CMake passes
+   * the one it chose: jemalloc, or the system's under the sanitizers). */
+  {
+    const char *want = getenv("IMMU_SERVER_ALLOCATOR");
+    char needle[64], line[1024];
+    int found = 0;
+    FILE *fp = fopen(f->s.log, "r");
+    assert_non_null(want);
+    assert_non_null(fp);
+    snprintf(needle, sizeof needle, "allocator %s", want);
+    while (!found && fgets(line, sizeof line, fp) != NULL)
+      found = strstr(line, "listening on") != NULL &&
+              strstr(line, needle) != NULL;
+    fclose(fp);
+    if (!found)
+      fail_msg("the server log has no start-up line with \"%s\"", needle);
+  }
 
   login(f->c, f->token, sizeof f->token);
   set_ok(f->c, f->token, "it-key", "it-value");
