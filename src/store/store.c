@@ -492,6 +492,16 @@ struct immu_store_env {
   pthread_t timer;
   int timer_started;
   int stop;
+  /* The timer sleeps on tcv while no store has anything for it (no timed
+   * index waiter, nothing unsynced or uncheckpointed, no index error to
+   * retry) instead of waking every 2 ms. It sets tidle before each pass;
+   * whoever then gives a store such work, under that store's mu, kicks
+   * it (env_timer_kick). Leaf lock: nothing else is taken under tmu. */
+  pthread_mutex_t tmu;
+  pthread_cond_t tcv; /* CLOCK_MONOTONIC */
+  int tkick;
+  _Atomic int tidle;
+  _Atomic uint64_t tpasses; /* passes over the stores (tests) */
   /* Committer threads: lead for stores whose next group has no waiting
    * thread (only asynchronous commits), since the submitting thread must
    * not block. Started on the first asynchronous commit. Leaf lock: no
@@ -508,6 +518,18 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Wakes the timer if it is asleep or about to decide to sleep (see tidle).
+ * Called with the store's mu held, right after giving the store work for
+ * the timer, or with |force| on shutdown. */
+static void env_timer_kick(immu_store_env *env, int force) {
+  if (!force && !atomic_load_explicit(&env->tidle, memory_order_relaxed))
+    return;
+  pthread_mutex_lock(&env->tmu);
+  env->tkick = 1;
+  pthread_cond_signal(&env->tcv);
+  pthread_mutex_unlock(&env->tmu);
 }
 
 static void slog(immu_store *s, int level, const char *fmt, ...)
@@ -1406,6 +1428,8 @@ static void publish_group(immu_store *s, cgroup *g, int sync_rc) {
   s->pub_seq = g->seq;
   pthread_cond_broadcast(&s->cv_pub);
   pthread_cond_broadcast(&s->cv_indexed); /* close() waits for this */
+  if (!fail && g->last_id > 0)
+    env_timer_kick(s->env, 0); /* a checkpoint (and an async sync) is due */
 }
 
 /* After publish_group, without s->mu: wakes every waiting writer of the
@@ -1829,8 +1853,10 @@ int immu_store_on_indexed(immu_store *s, uint64_t tx, long timeout_ms,
     w->next = *pp;
     *pp = w;
   }
-  if (w->deadline >= 0)
+  if (w->deadline >= 0) {
     s->niw_timed++;
+    env_timer_kick(s->env, 0); /* it expires the timed waiters */
+  }
   pthread_mutex_unlock(&s->mu);
   return 0;
 }
@@ -1985,6 +2011,7 @@ done:
     int first = s->index_err == 0;
     s->index_err = rc;
     pthread_cond_broadcast(&s->cv_indexed);
+    env_timer_kick(s->env, 0); /* it retries the batch */
     /* As in immu_store_wait_indexed: waiting cannot get past a corrupt tx;
      * other errors are retried by the timer. */
     if (rc == IMMU_ECORRUPT)
@@ -2168,6 +2195,11 @@ static void *env_timer(void *arg) {
   pthread_mutex_lock(&env->mu);
   while (!env->stop) {
     double t = now_s();
+    int busy = 0;
+    /* Before looking at any store: work given to a store after we looked
+     * at it kicks us (its mu orders that against our look). */
+    atomic_store(&env->tidle, 1);
+    atomic_fetch_add_explicit(&env->tpasses, 1, memory_order_relaxed);
     for (size_t i = 0; i < env->nall; i++) {
       immu_store *s = env->all[i];
       iwait *expired = NULL;
@@ -2178,6 +2210,9 @@ static void *env_timer(void *arg) {
       uint64_t cend = s->committed_log_end;
       int need_sync =
           s->synced_id < c && t - s->last_sync >= s->opt.async_sync_ms / 1000.0;
+      if (s->niw_timed > 0 || s->synced_id < c || s->ckpt_id < c ||
+          (s->index_err != 0 && s->index_err != IMMU_ECORRUPT))
+        busy = 1;
       pthread_mutex_unlock(&s->mu);
       /* Still under env->mu, so close() (env_unregister) cannot finish
        * while a timed-out callback runs. */
@@ -2215,11 +2250,30 @@ static void *env_timer(void *arg) {
       }
     }
     pthread_mutex_unlock(&env->mu);
-    nanosleep(&ts, NULL);
+    if (busy) {
+      atomic_store(&env->tidle, 0);
+      nanosleep(&ts, NULL);
+    } else {
+      /* Nothing due anywhere: sleep until kicked. The 1 s bound is a
+       * safety net only. */
+      struct timespec dl;
+      clock_gettime(CLOCK_MONOTONIC, &dl);
+      dl.tv_sec += 1;
+      pthread_mutex_lock(&env->tmu);
+      if (!env->tkick)
+        (void)pthread_cond_timedwait(&env->tcv, &env->tmu, &dl);
+      env->tkick = 0;
+      pthread_mutex_unlock(&env->tmu);
+      atomic_store(&env->tidle, 0);
+    }
     pthread_mutex_lock(&env->mu);
   }
   pthread_mutex_unlock(&env->mu);
   return NULL;
+}
+
+uint64_t immu__store_env_timer_passes(immu_store_env *env) {
+  return atomic_load_explicit(&env->tpasses, memory_order_relaxed);
 }
 
 void immu_store_env_row_cache(immu_store_env *env, uint64_t *hits,
@@ -2248,6 +2302,16 @@ int immu_store_env_new(size_t cache_bytes, int workers, immu_store_env **out) {
   pthread_cond_init(&env->cv_idle, NULL);
   pthread_mutex_init(&env->cmu, NULL);
   pthread_cond_init(&env->ccv, NULL);
+  pthread_mutex_init(&env->tmu, NULL);
+  {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&env->tcv, &ca);
+    pthread_condattr_destroy(&ca);
+  }
+  atomic_init(&env->tidle, 0);
+  atomic_init(&env->tpasses, 0);
   env->nworkers = workers > 0 ? workers : 2;
   env->workers = immu__calloc((size_t)env->nworkers, sizeof(pthread_t));
   if (env->workers == NULL) {
@@ -2277,6 +2341,7 @@ void immu_store_env_free(immu_store_env *env) {
   env->stop = 1;
   pthread_cond_broadcast(&env->cv);
   pthread_mutex_unlock(&env->mu);
+  env_timer_kick(env, 1);
   for (int i = 0; i < env->nworkers; i++)
     pthread_join(env->workers[i], NULL);
   if (env->timer_started)
@@ -2290,6 +2355,8 @@ void immu_store_env_free(immu_store_env *env) {
   immu__free(env->committers);
   pthread_mutex_destroy(&env->cmu);
   pthread_cond_destroy(&env->ccv);
+  pthread_mutex_destroy(&env->tmu);
+  pthread_cond_destroy(&env->tcv);
   immu__index_env_free(env->ix);
   pthread_mutex_destroy(&env->mu);
   pthread_cond_destroy(&env->cv);
@@ -2313,6 +2380,7 @@ static int env_register(immu_store_env *env, immu_store *s) {
   }
   env->all[env->nall++] = s;
   pthread_mutex_unlock(&env->mu);
+  env_timer_kick(env, 1); /* recovery may have left a checkpoint due */
   return 0;
 }
 

@@ -58,6 +58,10 @@ void immu_store_env_row_cache(immu_store_env *env, uint64_t *hits,
                               uint64_t *misses, uint64_t *rows,
                               uint64_t *bytes);
 
+/* Passes the environment's timer made over its stores since it started
+ * (tests: an idle environment must not poll). Thread-safe. */
+uint64_t immu__store_env_timer_passes(immu_store_env *env);
+
 typedef struct immu_store_options {
   int durability;          /* enum immu_durability */
   uint64_t log_seg_size;   /* default 512 MiB */

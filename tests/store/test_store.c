@@ -1008,6 +1008,85 @@ static void test_on_indexed(void **state) {
   free(dir);
 }
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* The env's timer polls only while a store has something for it; idle, it
+ * sleeps until a commit, a timed index waiter or shutdown kicks it, and
+ * what it does (async syncs, checkpoints, timed waits) still happens on
+ * time. */
+static void test_timer_idle(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  immu_store_stats st;
+  uint64_t p0, p1, fs;
+  double t0;
+  opts(&o);
+  o.durability = IMMU_DURABILITY_ASYNC;
+  o.async_sync_ms = 5;
+  o.checkpoint_ms = 50;
+  immu_store *s = open_ok(dir, &o);
+  assert_int_equal(commit_kv(s, "k1", "v1", NULL, NULL), 0);
+
+  /* Synced and checkpointed by the timer, then idle: a window of 300 ms
+   * holds a handful of passes at most (150 at the 2 ms poll). */
+  t0 = mono_s();
+  for (;;) {
+    p0 = immu__store_env_timer_passes(g_env);
+    sleep_ms(300);
+    p1 = immu__store_env_timer_passes(g_env);
+    if (p1 - p0 <= 3)
+      break;
+    if (mono_s() - t0 > 10)
+      fail_msg("the timer made %llu passes in 300 ms with nothing to do",
+               (unsigned long long)(p1 - p0));
+  }
+  immu_store_get_stats(s, &st);
+  assert_true(st.fsyncs >= 1);
+  fs = st.fsyncs;
+
+  /* A commit on the idle env is synced within the async interval (well
+   * within a second, the sleeping timer's own bound). */
+  t0 = mono_s();
+  assert_int_equal(commit_kv(s, "k2", "v2", NULL, NULL), 0);
+  do {
+    sleep_ms(2);
+    immu_store_get_stats(s, &st);
+  } while (st.fsyncs == fs && mono_s() - t0 < 5);
+  if (st.fsyncs == fs || mono_s() - t0 > 0.5)
+    fail_msg("async commit on an idle env synced after %.3f s (fsyncs %llu)",
+             mono_s() - t0, (unsigned long long)st.fsyncs);
+  assert_int_equal(immu_store_wait_indexed(s, 2, 20000), 0);
+
+  /* A timed index waiter registered while the timer sleeps expires on
+   * time. */
+  sleep_ms(200);
+  {
+    acall c;
+    acall_init(&c);
+    iwres r = {&c, 0, 0};
+    t0 = mono_s();
+    assert_int_equal(on_indexed(s, 1000, 40, &r), 0);
+    acall_wait(&c, 1);
+    assert_int_equal(r.rc, IMMU_ETIMEOUT);
+    if (mono_s() - t0 > 0.5)
+      fail_msg("a 40 ms index wait ended after %.3f s", mono_s() - t0);
+    acall_destroy(&c);
+  }
+  assert_int_equal(immu_store_close(s), 0);
+  rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -1032,6 +1111,7 @@ int main(void) {
       cmocka_unit_test(test_async_fault),
       cmocka_unit_test(test_async_close),
       cmocka_unit_test(test_on_indexed),
+      cmocka_unit_test(test_timer_idle),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
