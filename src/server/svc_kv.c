@@ -244,10 +244,11 @@ int immu__svc_wait_last(immu_srv_ctx *c) {
 /* Set and VerifiableSet without holding a worker                      */
 /* ------------------------------------------------------------------ */
 
-/* A Set in flight. The call is detached: the worker returns at once and the
- * engine's callbacks (commit published, then index reached) carry the call
- * on, so a worker is never parked through the fsync and the index wait and
- * one commit group can hold every client's Set. A plain Set is answered
+/* A Set in flight. The call is detached: the handler (on the I/O loop or a
+ * worker) returns at once and the engine's callbacks (commit published,
+ * then index reached) carry the call on, so no thread is parked through
+ * the fsync and the index wait and one commit group can hold every
+ * client's Set. A plain Set is answered
  * right on the engine thread (a tx header: a few hundred bytes, never
  * blocks); a VerifiableSet goes back to a worker to read its proof. The
  * index wait keeps the synchronous path's rules (immu__svc_wait_indexed):
@@ -369,12 +370,12 @@ static void aset_start(immu_srv_ctx *c, const immu_db_kv *kvs, size_t n,
 #define SET_INLINE_MAX ((size_t)64 * 1024)
 
 static int set_defer(immu_grpc_call *call) {
-  size_t len = 0;
+  size_t len = SIZE_MAX;
   if (!immu_grpc_call_on_loop(call))
     return 0;
   if (immu_grpc_call_nmsgs(call) == 1)
     (void)immu_grpc_call_msg(call, 0, &len);
-  if (immu_grpc_call_nmsgs(call) != 1 || len > SET_INLINE_MAX) {
+  if (len > SET_INLINE_MAX) {
     immu_grpc_call_defer(call);
     return 1;
   }
