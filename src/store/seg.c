@@ -22,6 +22,7 @@
 #include "store/seg.h"
 
 #include <dirent.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -41,6 +42,14 @@
 #define SEG_NAME_DIGITS 20
 #define SEG_CLEAN UINT64_MAX
 
+/* Preallocation (SPEC SEG-9): zeros written ahead of the end of the last
+ * segment, an eighth of the segment's length at a time, between these
+ * bounds, and topped up once the end comes within half a chunk of them. */
+#define PRE_MIN ((uint64_t)64 << 10)
+#define PRE_MAX ((uint64_t)1 << 20)
+#define PRE_ZBUF ((size_t)64 << 10)
+static const uint8_t pre_zeros[PRE_ZBUF];
+
 typedef struct seg_slot {
   _Atomic int fd;
   _Atomic uint64_t size; /* bytes written (and readable) */
@@ -59,6 +68,12 @@ struct immu_seg {
   _Atomic uint64_t bytes;
   uint64_t dirty_lo; /* first segment written since the last sync */
   _Atomic int poisoned;
+  /* Appender side, SPEC SEG-9: the last segment's file length, which is
+   * more than its size while zeros are preallocated past the end; whether
+   * zero-fill is on, and whether it failed in this segment (then it is
+   * not tried again until the next one). */
+  uint64_t file_len;
+  int prealloc, pre_failed;
 };
 
 static seg_slot *slot_at(const immu_seg *s, uint64_t i) {
@@ -280,6 +295,7 @@ int immu__seg_open(const immu_io *io, const char *dir, const char *ext,
   immu__free(nums);
   nums = NULL;
   atomic_store_explicit(&s->bytes, total, memory_order_release);
+  s->file_len = last;
   /* SPEC SEG-5: the end is the end of the last segment. */
   atomic_store_explicit(&s->end, count ? IMMU_SEGPOS(count - 1, last) : 0,
                         memory_order_release);
@@ -297,6 +313,15 @@ void immu__seg_close(immu_seg *s) {
     return;
   if (s->chunks != NULL) {
     uint64_t n = atomic_load_explicit(&s->nseg, memory_order_acquire);
+    if (n > 0 && s->prealloc && !s->poisoned) {
+      /* SPEC SEG-9: a clean close leaves no zeros behind (best effort: a
+       * reopen copes with them). */
+      seg_slot *sl = slot_at(s, n - 1);
+      uint64_t size = atomic_load_explicit(&sl->size, memory_order_relaxed);
+      int fd = atomic_load_explicit(&sl->fd, memory_order_relaxed);
+      if (s->file_len > size && fd >= 0)
+        (void)s->io->ftruncate(s->io->ctx, fd, size);
+    }
     for (uint64_t i = 0; i < n; i++) {
       int fd = atomic_load_explicit(&slot_at(s, i)->fd, memory_order_relaxed);
       if (fd >= 0)
@@ -348,6 +373,77 @@ static void drop_new_segment(immu_seg *s, uint64_t idx, int fd) {
     s->poisoned = 1;
 }
 
+void immu__seg_set_prealloc(immu_seg *s, int on) {
+  s->prealloc = on != 0;
+}
+
+/* SPEC SEG-9: after an append that ended at |end| in the last segment
+ * (descriptor |fd|), writes zeros past the file's current length when the
+ * end came within half a chunk of it. The next fdatasync allocates and
+ * writes those blocks once; later appends then overwrite allocated blocks
+ * inside the file's length, and their fdatasyncs have no metadata (block
+ * bitmaps, extent tree, inode size) to write and wait for. A failure only
+ * turns preallocation off for this segment: the zeros are cut off again. */
+static void prealloc_ahead(immu_seg *s, int fd, uint64_t end) {
+  const immu_io *io = s->io;
+  /* from..to spans at most PRE_MAX + PRE_ZBUF bytes, cut at multiples of
+   * PRE_ZBUF: one piece more than whole buffers, and one for rounding. */
+  struct iovec iov[PRE_MAX / PRE_ZBUF + 2];
+  uint64_t chunk = end / 8, from, to;
+  int cnt = 0;
+
+  if (!s->prealloc || s->pre_failed)
+    return;
+  if (chunk < PRE_MIN)
+    chunk = PRE_MIN;
+  if (chunk > PRE_MAX)
+    chunk = PRE_MAX;
+  if (end + chunk / 2 <= s->file_len)
+    return;
+  from = s->file_len > end ? s->file_len : end;
+  to = (end + chunk + PRE_ZBUF - 1) / PRE_ZBUF * PRE_ZBUF;
+  if (to > s->seg_size)
+    to = s->seg_size; /* the next append starts a new segment anyway */
+  if (to <= from)
+    return;
+  for (uint64_t o = from, next; o < to; o = next) {
+    next = (o / PRE_ZBUF + 1) * PRE_ZBUF;
+    if (next > to)
+      next = to;
+    assert(cnt < (int)(sizeof iov / sizeof iov[0]));
+    iov[cnt].iov_base = (void *)(uintptr_t)pre_zeros;
+    iov[cnt].iov_len = (size_t)(next - o);
+    cnt++;
+  }
+  if (io->pwritev(io->ctx, fd, iov, cnt, from) == 0) {
+    s->file_len = to;
+    return;
+  }
+  s->pre_failed = 1;
+  if (io->ftruncate(io->ctx, fd, from) == 0)
+    s->file_len = from;
+}
+
+/* SPEC SEG-9: before the next segment is started, the last one is cut to
+ * its size and synced, so that only the last segment ever has zeros past
+ * its end. */
+static int prealloc_trim(immu_seg *s, uint64_t idx) {
+  const immu_io *io = s->io;
+  seg_slot *sl = slot_at(s, idx);
+  uint64_t size = atomic_load_explicit(&sl->size, memory_order_relaxed);
+  int fd = atomic_load_explicit(&sl->fd, memory_order_relaxed);
+  int rc;
+  if (s->file_len <= size)
+    return 0;
+  if ((rc = io->ftruncate(io->ctx, fd, size)) != 0 ||
+      (rc = io->fdatasync(io->ctx, fd)) != 0) {
+    s->poisoned = 1; /* the sync failed, or the zeros stay: SPEC SEG-6 */
+    return rc;
+  }
+  s->file_len = size;
+  return 0;
+}
+
 int immu__seg_append(immu_seg *s, const struct iovec *iov, int iovcnt,
                      uint64_t *pos) {
   const immu_io *io = s->io;
@@ -383,6 +479,8 @@ int immu__seg_append(immu_seg *s, const struct iovec *iov, int iovcnt,
   if (fresh) {
     if (n >= SEG_MAX_COUNT)
       return IMMU_ETOOLARGE;
+    if (n > 0 && (rc = prealloc_trim(s, n - 1)) != 0)
+      return rc;
     idx = n;
     off = 0;
     rc = ensure_slot(s, idx);
@@ -411,12 +509,16 @@ int immu__seg_append(immu_seg *s, const struct iovec *iov, int iovcnt,
       drop_new_segment(s, idx, fd);
     } else if (io->ftruncate(io->ctx, fd, off) != 0) {
       s->poisoned = 1;
+    } else {
+      s->file_len = off;
     }
     return rc;
   }
 
   seg_slot *sl = slot_at(s, idx);
   if (fresh) {
+    s->file_len = len;
+    s->pre_failed = 0;
     atomic_store_explicit(&sl->fd, fd, memory_order_relaxed);
     atomic_store_explicit(&sl->size, len, memory_order_relaxed);
     atomic_store_explicit(&s->nseg, n + 1, memory_order_release);
@@ -428,6 +530,9 @@ int immu__seg_append(immu_seg *s, const struct iovec *iov, int iovcnt,
                         memory_order_release);
   if (idx < s->dirty_lo)
     s->dirty_lo = idx;
+  if (off + len > s->file_len)
+    s->file_len = off + len;
+  prealloc_ahead(s, fd, off + len);
   *pos = IMMU_SEGPOS(idx, off);
   return 0;
 }
@@ -528,6 +633,9 @@ int immu__seg_truncate(immu_seg *s, uint64_t pos) {
     int fd = atomic_exchange_explicit(&sl->fd, -1, memory_order_relaxed);
     atomic_store_explicit(&sl->size, 0, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->bytes, size, memory_order_release);
+    /* The kept segment is now the last one; it was cut to its size when
+     * the next one was started (SPEC SEG-9). */
+    s->file_len = keep_size;
     (void)io->close(io->ctx, fd);
     rc = io->unlink(io->ctx, seg_file(s, i));
     if (rc != 0 && rc != -ENOENT)
@@ -541,6 +649,7 @@ int immu__seg_truncate(immu_seg *s, uint64_t pos) {
       goto poison;
     atomic_store_explicit(&keep->size, off, memory_order_release);
     atomic_fetch_sub_explicit(&s->bytes, keep_size - off, memory_order_release);
+    s->file_len = off;
     if (seg < s->dirty_lo)
       s->dirty_lo = seg;
   }

@@ -48,6 +48,12 @@ uint64_t immu__seg_end(const immu_seg *s);
 int immu__seg_append(immu_seg *s, const struct iovec *iov, int iovcnt,
                      uint64_t *pos);
 
+/* Turns zero-fill preallocation (SPEC SEG-9) on or off for later appends.
+ * With it on, the last segment's file may hold zeros past the end; a
+ * later open counts them in the end, and the caller (the log's recovery)
+ * must find the true end and truncate there. Appender side. */
+void immu__seg_set_prealloc(immu_seg *s, int on);
+
 /* Reads |n| bytes at logical position |pos|. IMMU_ERANGE if the range is
  * not entirely inside one segment's written bytes. */
 int immu__seg_read(const immu_seg *s, uint64_t pos, void *buf, size_t n);

@@ -2454,6 +2454,26 @@ static int valid_frame_after(immu_store *s, uint64_t from) {
   return 0;
 }
 
+/* Whether every byte from |pos| to the end of the log is zero: the unused
+ * part of the last segment's preallocation (SPEC SEG-9) after a crash. */
+static int zero_tail(immu_store *s, uint64_t pos) {
+  uint64_t seg = IMMU_SEGPOS_SEG(pos), off = IMMU_SEGPOS_OFF(pos), size;
+  uint8_t buf[4096];
+  if (seg + 1 != immu__seg_count(s->log) ||
+      immu__seg_size(s->log, seg, &size) != 0)
+    return 0;
+  while (off < size) {
+    size_t n = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
+    if (immu__seg_read(s->log, IMMU_SEGPOS(seg, off), buf, n) != 0)
+      return 0;
+    for (size_t i = 0; i < n; i++)
+      if (buf[i] != 0)
+        return 0;
+    off += n;
+  }
+  return 1;
+}
+
 /* Replays the log from |pos| (the first byte after tx s->next_id - 1) into
  * txi and aht, checking the chain; truncates a torn tail. */
 static int replay_tail(immu_store *s, uint64_t pos, char **errmsg) {
@@ -2509,11 +2529,18 @@ static int replay_tail(immu_store *s, uint64_t pos, char **errmsg) {
                         (unsigned long long)id, why));
         return IMMU_ECORRUPT;
       }
-      slog(s, IMMU_LOG_WARN,
-           "discarding torn tail of %s at offset %llu (tx %llu: %s); it was "
-           "never acknowledged",
-           path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
-           (unsigned long long)id, why);
+      if (zero_tail(s, pos))
+        slog(s, IMMU_LOG_INFO,
+             "log %s ends at offset %llu (tx %llu); dropping the unused "
+             "preallocated space after it",
+             path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
+             (unsigned long long)(id - 1));
+      else
+        slog(s, IMMU_LOG_WARN,
+             "discarding torn tail of %s at offset %llu (tx %llu: %s); it "
+             "was never acknowledged",
+             path, (unsigned long long)IMMU_SEGPOS_OFF(pos),
+             (unsigned long long)id, why);
       return immu__seg_truncate(s->log, pos);
     }
     /* A frame that decodes must continue the chain exactly. */
@@ -2755,6 +2782,7 @@ int immu_store_open(const char *dir, const immu_store_options *o,
     set_err(errmsg, fmt_err("opening %s: %s", path, immu_strerror(rc)));
     goto fail;
   }
+  immu__seg_set_prealloc(s->log, 1);
   if ((rc = path_join(path, sizeof path, dir, "txi")) != 0 ||
       (rc = frec_open(s->io, path, "txi", TXI_REC, TXI_PER_SEG, &s->txi,
                       0)) !=

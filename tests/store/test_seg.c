@@ -703,6 +703,134 @@ static void test_invalid(void **state) {
   immu__seg_close(s);
 }
 
+/* Whether file |n|'s bytes in [from, to) are all zero. */
+static int file_zero(const fixture *fx, uint64_t n, long long from,
+                     long long to) {
+  char p[4300];
+  uint8_t b[4096];
+  seg_name(fx, n, p, sizeof p);
+  FILE *f = fopen(p, "rb");
+  assert_non_null(f);
+  assert_int_equal(fseeko(f, (off_t)from, SEEK_SET), 0);
+  int zero = 1;
+  for (long long o = from; o < to && zero;) {
+    size_t want =
+        to - o < (long long)sizeof b ? (size_t)(to - o) : sizeof b;
+    assert_int_equal(fread(b, 1, want, f), want);
+    for (size_t i = 0; i < want; i++)
+      zero &= b[i] == 0;
+    o += (long long)want;
+  }
+  fclose(f);
+  return zero;
+}
+
+/* SPEC SEG-9: zeros ahead of the end, topped up within half a chunk of
+ * the file's end, never readable, counted in the end by a reopen (the
+ * caller truncates), and cut off by a clean close. */
+static void test_prealloc(void **state) {
+  fixture *fx = *state;
+  immu_seg *s = open_seg(fx, (uint64_t)4 << 20);
+  immu__seg_set_prealloc(s, 1);
+  uint64_t pos[4];
+  uint8_t b[8];
+
+  pos[0] = append_rec(s, 100, 0);
+  assert_int_equal(immu__seg_end(s), 100);
+  assert_int_equal(immu__seg_bytes(s), 100);
+  assert_int_equal(seg_file_size(fx, 0), 128 << 10);
+  assert_true(file_zero(fx, 0, 100, 128 << 10));
+  assert_int_equal(immu__seg_read(s, 100, b, 1), IMMU_ERANGE);
+  /* 40 KiB records: the third comes within 32 KiB of the file's end. */
+  for (int i = 1; i <= 3; i++) {
+    pos[i] = append_rec(s, 40 << 10, (uint64_t)i);
+    assert_int_equal(seg_file_size(fx, 0), i < 3 ? 128 << 10 : 192 << 10);
+  }
+  uint64_t end = 100 + 3 * (40 << 10);
+  assert_int_equal(immu__seg_end(s), end);
+  assert_true(file_zero(fx, 0, (long long)end, 192 << 10));
+  check_rec(s, pos[0], 100, 0);
+  for (int i = 1; i <= 3; i++)
+    check_rec(s, pos[i], 40 << 10, (uint64_t)i);
+  assert_int_equal(immu__seg_sync(s), 0);
+
+  /* A clean close leaves the file at its end. */
+  immu__seg_close(s);
+  assert_int_equal(seg_file_size(fx, 0), (long long)end);
+
+  /* A crash: a reopen counts the zeros in the segment, and the caller
+   * truncates them away. */
+  s = open_seg(fx, (uint64_t)4 << 20);
+  immu__seg_set_prealloc(s, 1);
+  assert_int_equal(immu__seg_end(s), end);
+  append_rec(s, 10, 4);
+  assert_int_equal(immu__seg_sync(s), 0);
+  long long crashed = seg_file_size(fx, 0);
+  assert_true(crashed > (long long)end + 10);
+  immu_seg *t = open_seg(fx, (uint64_t)4 << 20);
+  assert_int_equal(immu__seg_end(t), (uint64_t)crashed);
+  assert_int_equal(immu__seg_truncate(t, end + 10), 0);
+  assert_int_equal(seg_file_size(fx, 0), (long long)end + 10);
+  check_rec(t, pos[3], 40 << 10, 3);
+  check_rec(t, end, 10, 4);
+  immu__seg_close(t);
+  immu__seg_close(s);
+  assert_int_equal(seg_file_size(fx, 0), (long long)end + 10);
+}
+
+/* SPEC SEG-9: the largest chunk (1 MiB, from an end past 8 MiB), from an
+ * end that is not a multiple of the zero buffer. */
+static void test_prealloc_large(void **state) {
+  fixture *fx = *state;
+  immu_seg *s = open_seg(fx, (uint64_t)64 << 20);
+  immu__seg_set_prealloc(s, 1);
+  uint64_t len = ((uint64_t)8 << 20) + 100;
+  uint64_t p = append_rec(s, (size_t)len, 0);
+  uint64_t want = (len + (1 << 20) + (64 << 10) - 1) / (64 << 10) * (64 << 10);
+  assert_int_equal(seg_file_size(fx, 0), (long long)want);
+  assert_true(file_zero(fx, 0, (long long)len, (long long)want));
+  check_rec(s, p, (size_t)len, 0);
+  immu__seg_close(s);
+  assert_int_equal(seg_file_size(fx, 0), (long long)len);
+}
+
+/* SPEC SEG-9: a segment is cut to its size before the next one starts, so
+ * only the last segment ever has zeros past its end. */
+static void test_prealloc_rollover(void **state) {
+  fixture *fx = *state;
+  immu_seg *s = open_seg(fx, 300 << 10);
+  immu__seg_set_prealloc(s, 1);
+  append_rec(s, 120 << 10, 0);
+  assert_int_equal(seg_file_size(fx, 0), 192 << 10);
+  append_rec(s, 120 << 10, 1);
+  assert_int_equal(seg_file_size(fx, 0), 300 << 10); /* capped */
+  uint64_t p = append_rec(s, 120 << 10, 2);
+  assert_int_equal(p, IMMU_SEGPOS(1, 0));
+  assert_int_equal(seg_file_size(fx, 0), 240 << 10);
+  assert_int_equal(seg_file_size(fx, 1), 192 << 10);
+  check_rec(s, IMMU_SEGPOS(0, 120 << 10), 120 << 10, 1);
+  check_rec(s, p, 120 << 10, 2);
+  immu__seg_close(s);
+  assert_int_equal(seg_file_size(fx, 1), 120 << 10);
+}
+
+/* SPEC SEG-9: a failed zero-fill does not fail the append; the zeros are
+ * cut off and preallocation stays off for the rest of that segment. */
+static void test_prealloc_fault(void **state) {
+  fixture *fx = *state;
+  immu_seg *s = open_seg(fx, 1 << 20);
+  immu__seg_set_prealloc(s, 1);
+  /* The data write (call 0) passes; the zero-fill (call 1) is short. */
+  immu__faultio_short_write(fx->f, 1, 1000, -ENOSPC);
+  uint64_t p0 = append_rec(s, 100, 0);
+  assert_int_equal(seg_file_size(fx, 0), 100);
+  uint64_t p1 = append_rec(s, 100, 1);
+  assert_int_equal(seg_file_size(fx, 0), 200);
+  check_rec(s, p0, 100, 0);
+  check_rec(s, p1, 100, 1);
+  immu__seg_close(s);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -720,6 +848,10 @@ int main(void) {
       T(test_fault_truncate),
       T(test_fault_open),
       T(test_invalid),
+      T(test_prealloc),
+      T(test_prealloc_large),
+      T(test_prealloc_rollover),
+      T(test_prealloc_fault),
   };
 #undef T
   return cmocka_run_group_tests(tests, NULL, NULL);

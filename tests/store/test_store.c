@@ -347,6 +347,77 @@ static void test_torn_tail_recovers(void **state) {
   free(dir);
 }
 
+/* Log messages of one open, for the preallocation test. */
+typedef struct logcap {
+  int info, warn;
+  char last[512];
+} logcap;
+
+static void cap_log(void *arg, int level, const char *msg) {
+  logcap *c = arg;
+  if (level == IMMU_LOG_INFO)
+    c->info++;
+  else
+    c->warn++;
+  snprintf(c->last, sizeof c->last, "%s", msg);
+}
+
+/* SPEC SEG-9: the log's last segment carries zeros past its end while the
+ * store is open; a clean close cuts them off, and after a crash recovery
+ * finds the end before them, says so without calling it a torn tail, and
+ * cuts them off. */
+static void test_prealloc_recovers(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  char *lf = log_file(dir);
+  immu_store_options o;
+  opts(&o);
+  immu_store *s = open_ok(dir, &o);
+  immu_digest alh10;
+  for (int i = 1; i <= 10; i++)
+    assert_int_equal(commit_kv(s, "k", "v", NULL, &alh10), 0);
+  immu_store_stats st;
+  immu_store_get_stats(s, &st);
+  /* Preallocated while open: the file is longer than the log. */
+  assert_true(file_size(lf) >= (off_t)st.log_bytes + (32 << 10));
+  assert_int_equal(immu_store_close(s), 0);
+  off_t good = file_size(lf);
+  assert_int_equal(good, (off_t)st.log_bytes);
+
+  /* What a crash leaves: zeros past the last frame. */
+  static const uint8_t zeros[100 << 10];
+  append_bytes(lf, zeros, sizeof zeros);
+  logcap cap = {0, 0, ""};
+  o.log = cap_log;
+  o.log_arg = &cap;
+  s = open_ok(dir, &o);
+  uint64_t id;
+  immu_digest a;
+  immu_store_state(s, &id, &a);
+  assert_int_equal(id, 10);
+  assert_true(immu_digest_eq(&a, &alh10));
+  assert_int_equal(cap.warn, 0);
+  assert_int_equal(cap.info, 1);
+  assert_non_null(strstr(cap.last, "preallocated"));
+  assert_int_equal(commit_kv(s, "k", "v11", NULL, NULL), 0);
+  assert_int_equal(immu_store_close(s), 0);
+
+  /* Zeros after a torn frame are still a torn tail (a warning). */
+  uint8_t junk[40] = {0x49, 0x4d, 0x54, 0x58, 0, 0, 0, 200};
+  append_bytes(lf, junk, sizeof junk);
+  append_bytes(lf, zeros, 4096);
+  cap.info = cap.warn = 0;
+  s = open_ok(dir, &o);
+  immu_store_state(s, &id, &a);
+  assert_int_equal(id, 11);
+  assert_int_equal(cap.warn, 1);
+  assert_non_null(strstr(cap.last, "torn tail"));
+  assert_int_equal(immu_store_close(s), 0);
+  free(lf);
+  rmrf(dir);
+  free(dir);
+}
+
 static void test_corruption_refuses(void **state) {
   (void)state;
   char *dir = mktmp();
@@ -1094,6 +1165,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_synced),
       cmocka_unit_test(test_concurrent_async),
       cmocka_unit_test(test_torn_tail_recovers),
+      cmocka_unit_test(test_prealloc_recovers),
       cmocka_unit_test(test_corruption_refuses),
       cmocka_unit_test(test_derived_rebuilt),
       cmocka_unit_test(test_verify_detects_tamper),
