@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1158,6 +1160,58 @@ static void test_timer_idle(void **state) {
   free(dir);
 }
 
+/* The engine's committer and index threads run as SCHED_BATCH (a woken
+ * one does not preempt the running thread). */
+static void test_engine_thread_policy(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  immu_store *s = open_ok(dir, &o);
+  acall c;
+  acall_init(&c);
+  aslot sl = {&c, 0, 0, 0, {{0}}};
+  immu_store_entry e = {(const uint8_t *)"k", 1, NULL, 0,
+                        (const uint8_t *)"v", 1};
+  assert_int_equal(immu_store_commit_async(s, &e, 1, slot_done, &sl), 0);
+  acall_wait(&c, 1);
+  assert_int_equal(sl.rc, 0);
+  assert_int_equal(immu_store_wait_indexed(s, sl.id, 5000), 0);
+
+  int commit = 0, index = 0;
+  DIR *d = opendir("/proc/self/task");
+  assert_non_null(d);
+  for (struct dirent *de; (de = readdir(d)) != NULL;) {
+    char path[300], comm[32] = "";
+    if (de->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue; /* the thread ended */
+    if (fgets(comm, sizeof comm, f) == NULL)
+      comm[0] = '\0';
+    fclose(f);
+    comm[strcspn(comm, "\n")] = '\0';
+    int isc = strcmp(comm, "immu-commit") == 0;
+    int isi = strcmp(comm, "immu-index") == 0;
+    if (!isc && !isi)
+      continue;
+    int pol = sched_getscheduler((pid_t)atoi(de->d_name));
+    if (pol != SCHED_BATCH)
+      fail_msg("thread %s (%s) has policy %d", de->d_name, comm, pol);
+    commit += isc;
+    index += isi;
+  }
+  closedir(d);
+  assert_true(commit > 0);
+  assert_true(index > 0);
+  assert_int_equal(immu_store_close(s), 0);
+  acall_destroy(&c);
+  rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -1166,6 +1220,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_async),
       cmocka_unit_test(test_torn_tail_recovers),
       cmocka_unit_test(test_prealloc_recovers),
+      cmocka_unit_test(test_engine_thread_policy),
       cmocka_unit_test(test_corruption_refuses),
       cmocka_unit_test(test_derived_rebuilt),
       cmocka_unit_test(test_verify_detects_tamper),
