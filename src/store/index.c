@@ -123,8 +123,10 @@ typedef struct group {
   size_t start, end; /* range in the sorted skeys */
   uint64_t base;     /* revision of the indexed latest version, 0 if new */
   uint64_t prev_tx;  /* its tx */
-  const uint8_t *prev; /* its 'l' row cut to the 'h' shape (in mvals[]) */
+  const uint8_t *prev; /* its 'l' row cut to the 'h' shape (in mvals[] or
+                        * ix->cbuf) */
   size_t prev_len;
+  size_t coff, clen; /* its 'l' row copied into ix->cbuf; clen 0: none */
   size_t loff, llen; /* its new 'l' row in ix->lbuf */
 } group;
 
@@ -139,6 +141,13 @@ struct immu_index {
   rocksdb_flushoptions_t *fo;
   uint32_t inline_max;
   uint64_t rc_owner; /* this index's rows in env->rc */
+  /* The row cache holds every 'l' row of this index while its drop count
+   * stays at |rc_drops| (the index was empty when opened, and every apply
+   * puts its rows): the apply then reads the previous rows from the cache
+   * and takes a miss as a new key, with no RocksDB lookup. Cleared for
+   * good once the cache drops a row. Owned by the applying thread. */
+  int rc_complete;
+  uint64_t rc_drops;
   _Atomic uint64_t last_tx;
   _Atomic uint64_t counts[256];
 
@@ -163,6 +172,8 @@ struct immu_index {
   size_t lcap;
   uint8_t *zbuf;
   size_t zcap;
+  uint8_t *cbuf; /* previous 'l' rows copied from the row cache */
+  size_t ccap, clen;
 };
 
 /* ------------------------------------------------------------------ */
@@ -857,6 +868,10 @@ int immu__index_open(immu_index_env *env, const char *dir, uint32_t inline_max,
   rc = load_state(ix, errmsg);
   if (rc != 0)
     goto fail;
+  if (atomic_load(&ix->last_tx) == 0) {
+    ix->rc_drops = immu__rcache_drops(env->rc);
+    ix->rc_complete = ix->rc_drops != UINT64_MAX;
+  }
   *out = ix;
   return 0;
 
@@ -897,6 +912,7 @@ void immu__index_close(immu_index *ix) {
   immu__free(ix->vbuf);
   immu__free(ix->lbuf);
   immu__free(ix->zbuf);
+  immu__free(ix->cbuf);
   immu__free(ix);
 }
 
@@ -1020,6 +1036,61 @@ static size_t apply_groups(immu_index *ix, size_t n) {
   return ng;
 }
 
+/* Sets group |g|'s base revision, previous tx and previous row from the
+ * indexed 'l' row |v| (|vl| bytes, which must outlive the apply). */
+static int group_prev(immu_index *ix, size_t g, const uint8_t *v, size_t vl) {
+  immu_index_entry e;
+  const uint8_t *inl;
+  int rc = entry_get(v, vl, &e, &inl);
+  if (rc == 0) {
+    ix->grp[g].base = e.revision;
+    ix->grp[g].prev_tx = e.tx;
+    ix->grp[g].prev = v;
+    ix->grp[g].prev_len = ENTRY_FIXED + e.mdlen;
+  }
+  return rc;
+}
+
+static int copy_row(const uint8_t *row, size_t len, void *arg) {
+  immu_index *ix = arg;
+  int rc = reserve(&ix->cbuf, &ix->ccap, ix->clen + len);
+  if (rc != 0)
+    return rc;
+  memcpy(ix->cbuf + ix->clen, row, len);
+  ix->clen += len;
+  return 0;
+}
+
+/* The previous rows from the row cache, when it holds all of them (see
+ * rc_complete). Returns 1 if it did (the groups are set), 0 if the caller
+ * must look them up in RocksDB (the cache dropped a row: for good), or an
+ * error. */
+static int apply_lookup_cached(immu_index *ix, size_t ng) {
+  immu__rcache *c = ix->env->rc;
+  int rc = 0;
+  ix->clen = 0;
+  for (size_t g = 0; g < ng && rc == 0; g++) {
+    const skey *k = &ix->sk[ix->grp[g].start];
+    group *gr = &ix->grp[g];
+    gr->coff = ix->clen;
+    rc = immu__rcache_get(c, ix->rc_owner, k->key, k->klen, copy_row, ix);
+    if (rc == IMMU_ENOTFOUND)
+      rc = 0; /* a new key */
+    gr->clen = ix->clen - gr->coff;
+  }
+  if (rc != 0)
+    return rc;
+  /* After the gets: a drop that explains one of their misses is seen. */
+  if (immu__rcache_drops(c) != ix->rc_drops) {
+    ix->rc_complete = 0;
+    return 0;
+  }
+  for (size_t g = 0; g < ng && rc == 0; g++)
+    if (ix->grp[g].clen > 0)
+      rc = group_prev(ix, g, ix->cbuf + ix->grp[g].coff, ix->grp[g].clen);
+  return rc == 0 ? 1 : rc;
+}
+
 /* Reads the indexed 'l' record of every group's key with one batched
  * MultiGet (keys sorted): base revision and tx. */
 static int apply_lookup(immu_index *ix, size_t ng) {
@@ -1027,6 +1098,11 @@ static int apply_lookup(immu_index *ix, size_t ng) {
   int rc = 0;
   if (ng == 0)
     return 0;
+  if (ix->rc_complete) {
+    rc = apply_lookup_cached(ix, ng);
+    if (rc != 0)
+      return rc < 0 ? rc : 0;
+  }
   for (size_t g = 0; g < ng; g++)
     total += ix->sk[ix->grp[g].start].klen + 1;
   if ((rc = reserve(&ix->mbuf, &ix->mcap, total)) != 0)
@@ -1052,15 +1128,7 @@ static int apply_lookup(immu_index *ix, size_t ng) {
     if (ix->mvals[g] != NULL && rc == 0) {
       size_t vl = 0;
       const char *v = rocksdb_pinnableslice_value(ix->mvals[g], &vl);
-      immu_index_entry e;
-      const uint8_t *inl;
-      rc = entry_get((const uint8_t *)v, vl, &e, &inl);
-      if (rc == 0) {
-        ix->grp[g].base = e.revision;
-        ix->grp[g].prev_tx = e.tx;
-        ix->grp[g].prev = (const uint8_t *)v;
-        ix->grp[g].prev_len = ENTRY_FIXED + e.mdlen;
-      }
+      rc = group_prev(ix, g, (const uint8_t *)v, vl);
     }
   }
   return rc;

@@ -49,6 +49,7 @@ struct immu__rcache {
   shard sh[NSHARDS];
   size_t capacity;
   _Atomic uint64_t next_owner;
+  _Atomic uint64_t drops; /* see immu__rcache_drops */
 };
 
 static uint64_t mix(uint64_t h) {
@@ -86,6 +87,7 @@ int immu__rcache_new(size_t capacity, immu__rcache **out) {
     return IMMU_ENOMEM;
   c->capacity = capacity;
   atomic_init(&c->next_owner, 1);
+  atomic_init(&c->drops, 0);
   for (unsigned i = 0; i < NSHARDS; i++) {
     shard *s = &c->sh[i];
     pthread_mutex_init(&s->mu, NULL);
@@ -241,11 +243,14 @@ void immu__rcache_put(immu__rcache *c, uint64_t owner, const uint8_t *key,
   pp = find(s, owner, h, key, klen);
   if (pp != NULL && *pp != NULL)
     remove_at(s, pp);
+  if (r == NULL) /* not stored (erase, too large, no memory) */
+    atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
   if (r != NULL) {
     if (2 * s->n >= s->nb)
       grow(s);
     if (s->nb == 0) {
       immu__free(r); /* no table: nothing held, nothing stale */
+      atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
     } else {
       size_t b = h & (s->nb - 1);
       r->hnext = s->tab[b];
@@ -262,6 +267,7 @@ void immu__rcache_put(immu__rcache *c, uint64_t owner, const uint8_t *key,
           list_push(s, t);
         } else {
           remove_row(s, t);
+          atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
         }
       }
     }
@@ -302,6 +308,12 @@ int immu__rcache_get(immu__rcache *c, uint64_t owner, const uint8_t *key,
   }
   pthread_mutex_unlock(&s->mu);
   return rc;
+}
+
+uint64_t immu__rcache_drops(immu__rcache *c) {
+  if (c == NULL || c->capacity == 0)
+    return UINT64_MAX;
+  return atomic_load_explicit(&c->drops, memory_order_relaxed);
 }
 
 void immu__rcache_drop_owner(immu__rcache *c, uint64_t owner) {

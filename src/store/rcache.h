@@ -55,6 +55,17 @@ int immu__rcache_get(immu__rcache *c, uint64_t owner, const uint8_t *key,
                      int (*fn)(const uint8_t *row, size_t len, void *arg),
                      void *arg);
 
+/* How many rows the cache has let go of without replacing them, over all
+ * owners: evicted for room, or not stored by a put (an erase, a row too
+ * large for a shard, no memory). Rows dropped by drop_owner do not count.
+ * While it keeps its value, every row put since is still held: an owner
+ * that has put every row it has can take a miss as "no such row" (the
+ * index's apply, for a database whose index started empty). A drop is
+ * counted under the shard's lock before that lock is released, so a get
+ * that missed because of it is followed by a read of the new count.
+ * UINT64_MAX while the cache is off (it holds nothing). Thread-safe. */
+uint64_t immu__rcache_drops(immu__rcache *c);
+
 /* Drops every row of |owner| (its index is closing). */
 void immu__rcache_drop_owner(immu__rcache *c, uint64_t owner);
 

@@ -1426,6 +1426,85 @@ static void test_row_cache(void **state) {
   remove_dir(d2);
 }
 
+/* An index opened empty reads the previous rows of an apply from the row
+ * cache (a miss is a new key) while the cache has dropped nothing; once it
+ * drops rows (a cache too small for the keys), it goes back to RocksDB for
+ * good, and the revisions stay right either way. */
+static void test_complete_cache(void **state) {
+  char dir[512];
+  immu_index_env *env;
+  immu_index *ix;
+  immu__rcache_stats st0, st;
+  batch b;
+  const uint32_t nk = 600;
+  uint64_t tx = 0;
+  char *msg = NULL;
+  (void)state;
+
+  /* 512 KiB: a 64 KiB row cache, 1 KiB a shard, far too small for nk */
+  assert_rc(immu__index_env_new(512 << 10, 1, &env), 0);
+  make_dir(dir, sizeof dir);
+  assert_rc(immu__index_open(env, dir, 64, &ix, &msg), 0);
+  assert_null(msg);
+  batch_init(&b, nk);
+
+  /* Empty at open: the first apply looks its keys up in the cache only. */
+  immu__index_env_rcache_stats(env, &st0);
+  b.n = 0;
+  tx++;
+  for (uint32_t i = 0; i < 8; i++) {
+    uint8_t key[8] = {0x00, 'c', (uint8_t)(i >> 8), (uint8_t)i};
+    batch_add(&b, key, 4, tx, i, 20);
+  }
+  assert_rc(immu__index_apply(ix, tx, tx, b.kv, b.n), 0);
+  immu__index_env_rcache_stats(env, &st);
+  assert_int_equal(st.misses, st0.misses + 8);
+  /* Rewritten while the cache is complete: revision 2 from cached rows. */
+  tx++;
+  for (size_t i = 0; i < b.n; i++)
+    b.kv[i].tx = tx;
+  assert_rc(immu__index_apply(ix, tx, tx, b.kv, b.n), 0);
+  immu__index_env_rcache_stats(env, &st);
+  assert_int_equal(st.hits, st0.hits + 8);
+  for (uint32_t i = 0; i < 8; i++) {
+    uint8_t key[8] = {0x00, 'c', (uint8_t)(i >> 8), (uint8_t)i};
+    check_latest(ix, key, 4, tx, 2);
+  }
+
+  /* Three rounds over nk keys: the cache evicts during the first. */
+  for (int round = 0; round < 3; round++) {
+    for (uint32_t base = 0; base < nk; base += 50) {
+      b.n = 0;
+      tx++;
+      for (uint32_t i = base; i < base + 50; i++) {
+        uint8_t key[8] = {0x00, 'k', (uint8_t)(i >> 8), (uint8_t)i};
+        batch_add(&b, key, 4, tx, i - base, 20);
+      }
+      assert_rc(immu__index_apply(ix, tx, tx, b.kv, b.n), 0);
+    }
+  }
+  immu__index_env_rcache_stats(env, &st);
+  assert_true(st.rows < nk);
+  for (uint32_t i = 0; i < nk; i++) {
+    uint8_t key[8] = {0x00, 'k', (uint8_t)(i >> 8), (uint8_t)i};
+    immu_index_entry e = {0};
+    assert_rc(immu__index_get_latest(ix, key, 4, &e), 0);
+    assert_int_equal(e.revision, 3);
+    assert_rc(immu__index_get_revision(ix, key, 4, 1, &e), 0);
+    assert_int_equal(e.revision, 1);
+    immu__index_entry_clear(&e);
+  }
+  uint64_t cnt;
+  assert_rc(immu__index_count(ix, NULL, 0, &cnt), 0);
+  assert_int_equal(cnt, nk + 8);
+
+  batch_free(&b);
+  immu__index_close(ix);
+  assert_rc(immu__index_destroy(env, dir), 0);
+  remove_dir(dir);
+  immu__index_env_free(env);
+}
+
 static void test_destroy(void **state) {
   char dir[512];
   immu_index *ix;
@@ -1467,6 +1546,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent),
       cmocka_unit_test(test_row_cache),
       cmocka_unit_test(test_oom),
+      cmocka_unit_test(test_complete_cache),
       cmocka_unit_test(test_destroy),
   };
   rng_state = seed ? strtoull(seed, NULL, 0) : 0x1dbc0ffee;

@@ -297,6 +297,48 @@ static void test_concurrent(void **state) {
   immu__rcache_free(s.c);
 }
 
+/* The drop count moves when a row goes without a replacement (evicted for
+ * room, erased, not storable), not on a replacing put or drop_owner. */
+static void test_drops(void **state) {
+  immu__rcache *c, *off;
+  uint64_t o, p, d;
+  char k[16], big[2048];
+  (void)state;
+
+  assert_int_equal(immu__rcache_new(0, &off), 0);
+  assert_int_equal(immu__rcache_drops(off), UINT64_MAX);
+  immu__rcache_free(off);
+
+  /* 64 shards of 1 KiB */
+  assert_int_equal(immu__rcache_new(64 << 10, &c), 0);
+  o = immu__rcache_owner(c);
+  p = immu__rcache_owner(c);
+  assert_int_equal(immu__rcache_drops(c), 0);
+  put_str(c, o, "a", "1");
+  put_str(c, o, "a", "2"); /* replaced, not dropped */
+  put_str(c, p, "b", "1");
+  immu__rcache_drop_owner(c, p);
+  assert_int_equal(immu__rcache_drops(c), 0);
+  immu__rcache_erase(c, o, (const uint8_t *)"a", 1);
+  assert_int_equal(immu__rcache_drops(c), 1);
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  put_str(c, o, "big", big); /* larger than a shard */
+  assert_int_equal(immu__rcache_drops(c), 2);
+  expect_none(c, o, "big");
+  /* Enough rows to overflow shards: every eviction counts. */
+  d = immu__rcache_drops(c);
+  for (int i = 0; i < 2000; i++) {
+    snprintf(k, sizeof k, "k%d", i);
+    put_str(c, o, k, "0123456789012345678901234567890123456789");
+  }
+  immu__rcache_stats st;
+  immu__rcache_get_stats(c, &st);
+  assert_true(st.rows < 2000);
+  assert_int_equal(immu__rcache_drops(c) - d, 2000 - st.rows);
+  immu__rcache_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_put_get_replace),
@@ -304,6 +346,7 @@ int main(void) {
       cmocka_unit_test(test_capacity_lru),
       cmocka_unit_test(test_unstorable),
       cmocka_unit_test(test_concurrent),
+      cmocka_unit_test(test_drops),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
