@@ -43,8 +43,8 @@
 #define SEG_CLEAN UINT64_MAX
 
 /* Preallocation (SPEC SEG-9): zeros written ahead of the end of the last
- * segment, an eighth of the segment's length at a time, between these
- * bounds, and topped up once the end comes within half a chunk of them. */
+ * segment, a chunk of an eighth of the end's offset within these bounds,
+ * topped up once the end comes within half a chunk of the file's end. */
 #define PRE_MIN ((uint64_t)64 << 10)
 #define PRE_MAX ((uint64_t)1 << 20)
 #define PRE_ZBUF ((size_t)64 << 10)
