@@ -243,9 +243,10 @@ void immu__rcache_put(immu__rcache *c, uint64_t owner, const uint8_t *key,
   pp = find(s, owner, h, key, klen);
   if (pp != NULL && *pp != NULL)
     remove_at(s, pp);
-  if (r == NULL) /* not stored (erase, too large, no memory) */
+  if (r == NULL) {
+    /* not stored (erase, too large, no memory) */
     atomic_fetch_add_explicit(&c->drops, 1, memory_order_relaxed);
-  if (r != NULL) {
+  } else {
     if (2 * s->n >= s->nb)
       grow(s);
     if (s->nb == 0) {
