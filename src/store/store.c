@@ -1151,6 +1151,7 @@ out:
 }
 
 static void env_schedule(immu_store *s);
+static void env_index_here(immu_store *s);
 
 static int sync_derived(immu_store *s) {
   int rc;
@@ -1497,9 +1498,12 @@ static void pass_token(immu_store *s) {
  * next group can be written while this one's fsync runs (fsyncs of
  * successive groups overlap; publication stays in order). Without an fsync
  * it runs up to LEAD_ROUNDS groups back to back, since waking another
- * thread per group would cost more than the group. */
+ * thread per group would cost more than the group. |index_here|: a
+ * committer thread indexes what it published (env_index_here); a caller
+ * of immu_store_commit hands that to the workers, since it may hold locks
+ * of its own that the index waiters' callbacks must not run under. */
 #define LEAD_ROUNDS 8
-static void lead(immu_store *s) {
+static void lead(immu_store *s, int index_here) {
   s->busy++;
   for (int round = 0;; round++) {
     /* Bound the fsyncs in flight: while the disk works on them, writers
@@ -1555,7 +1559,10 @@ static void lead(immu_store *s) {
       break;
   }
   pthread_mutex_unlock(&s->mu);
-  env_schedule(s);
+  if (index_here)
+    env_index_here(s);
+  else
+    env_schedule(s);
   pthread_mutex_lock(&s->mu);
   s->busy--;
   if (s->closing)
@@ -1607,7 +1614,7 @@ static void wait_batch(immu_store *s, cbatch *b) {
               &b->word, &v, (v & ~BW_STATE) | BW_PENDING,
               memory_order_acq_rel, memory_order_acquire)) {
         pthread_mutex_lock(&s->mu);
-        lead(s);
+        lead(s, 0);
         pthread_mutex_unlock(&s->mu);
       }
       continue;
@@ -1660,7 +1667,7 @@ static int run_item(immu_store *s, citem *it_, immu_tx_header *hdr,
   }
   if (!s->leading) {
     s->leading = 1;
-    lead(s);
+    lead(s, 0);
   }
   pthread_mutex_unlock(&s->mu);
   wait_batch(s, b);
@@ -2077,17 +2084,22 @@ immu_index *immu_store_index(immu_store *s) {
 /* env: worker pool and timer                                          */
 /* ------------------------------------------------------------------ */
 
+/* Appends |s| to the workers' queue (env->mu held). */
+static void env_requeue(immu_store_env *env, immu_store *s) {
+  s->wnext = NULL;
+  if (env->wtail)
+    env->wtail->wnext = s;
+  else
+    env->whead = s;
+  env->wtail = s;
+}
+
 static void env_schedule(immu_store *s) {
   immu_store_env *env = s->env;
   pthread_mutex_lock(&env->mu);
   if (!s->queued && !s->closing) {
     s->queued = 1;
-    s->wnext = NULL;
-    if (env->wtail)
-      env->wtail->wnext = s;
-    else
-      env->whead = s;
-    env->wtail = s;
+    env_requeue(env, s);
     pthread_cond_signal(&env->cv);
   }
   pthread_mutex_unlock(&env->mu);
@@ -2109,6 +2121,16 @@ static void engine_thread_policy(void) {
   (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
 }
 
+/* After an index step of |s| (env->mu held, s->in_worker cleared): is
+ * there more to index? If not, |s| leaves the queue (s->queued = 0). */
+static int env_step_again(immu_store *s, int more) {
+  if ((more || atomic_load(&s->indexed) < atomic_load(&s->committed)) &&
+      !s->closing && s->index_err == 0)
+    return 1;
+  s->queued = 0;
+  return 0;
+}
+
 static void *env_worker(void *arg) {
   immu_store_env *env = arg;
   prctl(PR_SET_NAME, "immu-index");
@@ -2128,21 +2150,47 @@ static void *env_worker(void *arg) {
     int more = index_step(s);
     pthread_mutex_lock(&env->mu);
     s->in_worker = 0;
-    if ((more || atomic_load(&s->indexed) < atomic_load(&s->committed)) &&
-        !s->closing && s->index_err == 0) {
-      s->wnext = NULL;
-      if (env->wtail)
-        env->wtail->wnext = s;
-      else
-        env->whead = s;
-      env->wtail = s;
-    } else {
-      s->queued = 0;
-    }
+    if (env_step_again(s, more))
+      env_requeue(env, s);
     pthread_cond_broadcast(&env->cv_idle);
   }
   pthread_mutex_unlock(&env->mu);
   return NULL;
+}
+
+/* A committer thread that published a commit group indexes it itself
+ * when no index worker has the store, instead of waking one: the worker's
+ * wake-up sat on every Set's path between its commit and its reply (a Set
+ * waits for the index, as in immudb). Set at 128 clients, three quiet
+ * pairs: commit to indexed 532-640 -> 391-410 us, the server's part of a
+ * Set 1.28-1.44 -> 1.09-1.15 ms. The other committers take the next
+ * groups meanwhile; a store still behind after INDEX_HERE_ROUNDS steps
+ * goes to the workers, so no committer stays tied up with a backlog. */
+#define INDEX_HERE_ROUNDS 4
+static void env_index_here(immu_store *s) {
+  immu_store_env *env = s->env;
+  pthread_mutex_lock(&env->mu);
+  if (s->queued || s->closing) { /* a worker has it, or it is going */
+    pthread_mutex_unlock(&env->mu);
+    return;
+  }
+  s->queued = 1;
+  for (int round = 1;; round++) {
+    s->in_worker = 1;
+    pthread_mutex_unlock(&env->mu);
+    int more = index_step(s);
+    pthread_mutex_lock(&env->mu);
+    s->in_worker = 0;
+    if (!env_step_again(s, more))
+      break;
+    if (round == INDEX_HERE_ROUNDS) {
+      env_requeue(env, s);
+      pthread_cond_signal(&env->cv);
+      break;
+    }
+  }
+  pthread_cond_broadcast(&env->cv_idle);
+  pthread_mutex_unlock(&env->mu);
 }
 
 /* A committer thread: leads for stores whose token was handed to the env
@@ -2164,7 +2212,7 @@ static void *env_committer(void *arg) {
     pthread_mutex_unlock(&env->cmu);
     pthread_mutex_lock(&s->mu);
     s->busy--; /* lead() counts itself */
-    lead(s);
+    lead(s, 1);
     /* The last touch of |s|: once busy reaches 0 close() may free it. */
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&env->cmu);
@@ -2259,12 +2307,7 @@ static void *env_timer(void *arg) {
       if (s->index_err != 0 && s->index_err != IMMU_ECORRUPT && !s->queued) {
         s->index_err = 0; /* retry a failed index batch */
         s->queued = 1;
-        s->wnext = NULL;
-        if (env->wtail)
-          env->wtail->wnext = s;
-        else
-          env->whead = s;
-        env->wtail = s;
+        env_requeue(env, s);
         pthread_cond_signal(&env->cv);
       }
     }
@@ -2289,6 +2332,13 @@ static void *env_timer(void *arg) {
   }
   pthread_mutex_unlock(&env->mu);
   return NULL;
+}
+
+int immu__store_index_queued(immu_store *s) {
+  pthread_mutex_lock(&s->env->mu);
+  int q = s->queued;
+  pthread_mutex_unlock(&s->env->mu);
+  return q;
 }
 
 uint64_t immu__store_env_timer_passes(immu_store_env *env) {

@@ -62,6 +62,10 @@ void immu_store_env_row_cache(immu_store_env *env, uint64_t *hits,
  * (tests: an idle environment must not poll). Thread-safe. */
 uint64_t immu__store_env_timer_passes(immu_store_env *env);
 
+/* 1 while a thread has |s| in hand to index it or queued for an index
+ * worker (tests: wait for the index to be idle). Thread-safe. */
+int immu__store_index_queued(immu_store *s);
+
 typedef struct immu_store_options {
   int durability;          /* enum immu_durability */
   uint64_t log_seg_size;   /* default 512 MiB */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1212,6 +1213,81 @@ static void test_engine_thread_policy(void **state) {
   free(dir);
 }
 
+/* The committer that publishes a group indexes it itself, with no hand-off
+ * to an index worker: with the index idle, an index waiter registered from
+ * a tx's commit callback fires on that same committer thread. */
+typedef struct hereres {
+  acall *c;
+  immu_store *s;
+  pthread_t committer;
+  int rc, same;
+  char name[16];
+} hereres;
+
+static void here_indexed(void *arg, int rc) {
+  hereres *r = arg;
+  char name[16] = "";
+  prctl(PR_GET_NAME, name);
+  pthread_mutex_lock(&r->c->mu);
+  r->rc = rc;
+  r->same = pthread_equal(pthread_self(), r->committer);
+  memcpy(r->name, name, sizeof name);
+  r->c->ncalls++;
+  pthread_cond_broadcast(&r->c->cv);
+  pthread_mutex_unlock(&r->c->mu);
+}
+
+static void here_committed(void *arg, int rc, const immu_tx_header *h,
+                           const immu_digest *alh) {
+  hereres *r = arg;
+  (void)alh;
+  r->committer = pthread_self();
+  if (rc == 0)
+    rc = immu_store_on_indexed(r->s, h->id, -1, here_indexed, r);
+  if (rc != 0) { /* IMMU_STORE_ALREADY too: nothing else indexes it */
+    pthread_mutex_lock(&r->c->mu);
+    r->rc = rc == IMMU_STORE_ALREADY ? -10000 : rc;
+    r->c->ncalls++;
+    pthread_cond_broadcast(&r->c->cv);
+    pthread_mutex_unlock(&r->c->mu);
+  }
+}
+
+static void test_index_on_committer(void **state) {
+  (void)state;
+  const int modes[] = {IMMU_DURABILITY_SYNCED, IMMU_DURABILITY_ASYNC};
+  for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+    char *dir = mktmp();
+    immu_store_options o;
+    opts(&o);
+    o.durability = modes[m];
+    immu_store *s = open_ok(dir, &o);
+    acall c;
+    acall_init(&c);
+    for (int i = 0; i < 10; i++) {
+      hereres r = {&c, s, pthread_self(), 1, 0, ""};
+      /* Idle first: the catch-up step queued at open, or the previous
+       * committer still looking for more to index, would take the tx. */
+      for (int w = 0; immu__store_index_queued(s); w++) {
+        assert_true(w < 5000);
+        sleep_ms(1);
+      }
+      immu_store_entry e = {(const uint8_t *)"k", 1, NULL, 0,
+                            (const uint8_t *)"v", 1};
+      assert_int_equal(immu_store_commit_async(s, &e, 1, here_committed, &r),
+                       0);
+      acall_wait(&c, i + 1);
+      assert_int_equal(r.rc, 0);
+      assert_string_equal(r.name, "immu-commit");
+      assert_true(r.same);
+    }
+    assert_int_equal(immu_store_close(s), 0);
+    acall_destroy(&c);
+    rmrf(dir);
+    free(dir);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -1221,6 +1297,7 @@ int main(void) {
       cmocka_unit_test(test_torn_tail_recovers),
       cmocka_unit_test(test_prealloc_recovers),
       cmocka_unit_test(test_engine_thread_policy),
+      cmocka_unit_test(test_index_on_committer),
       cmocka_unit_test(test_corruption_refuses),
       cmocka_unit_test(test_derived_rebuilt),
       cmocka_unit_test(test_verify_detects_tamper),
