@@ -62,9 +62,17 @@
  * FCACHE_SLOTS slots, each behind its own mutex. Proofs read one 32-byte
  * node at a time, O(log n) of them, and the nodes near a path sit in few
  * blocks: one pread per block instead of one per node. Allocated at the
- * first read that reaches the file. */
+ * first read that reaches the file.
+ *
+ * A block's slot is a hash of its number, not the number modulo the slots:
+ * the nodes a proof reads lie at power-of-two strides of the tree (subtree
+ * roots), so their block numbers differ by multiples of 64 and all fell in
+ * one slot, evicting each other on every proof. VerifiableSet at 128
+ * clients, three pairs: preads per call 12.5-15.9 -> 6.2-6.4, server CPU
+ * 38-42 -> 36-37 us a call. */
 #define FCACHE_BLOCK 4096u
-#define FCACHE_SLOTS 64u
+#define FCACHE_BITS 6
+#define FCACHE_SLOTS (1u << FCACHE_BITS)
 #define FCACHE_NONE UINT64_MAX
 
 typedef struct fcache_slot {
@@ -85,6 +93,7 @@ typedef struct frec {
   size_t blen, bcap;
   int cached;                   /* use |cache| (set at open) */
   _Atomic(fcache_slot *) cache; /* NULL until first needed */
+  _Atomic uint64_t block_reads; /* blocks read into |cache| */
 } frec;
 
 /* Flush the tail buffer once it holds this much (fewer syscalls per
@@ -261,7 +270,7 @@ static int frec_read_cached(frec *f, uint64_t idx, size_t nrec, uint64_t cnt,
   while (nrec > 0) {
     uint64_t b = idx / per, first = b * per;
     size_t off = (size_t)(idx - first), n = (size_t)(per - off);
-    fcache_slot *sl = &c[b % FCACHE_SLOTS];
+    fcache_slot *sl = &c[(b * 0x9e3779b97f4a7c15ull) >> (64 - FCACHE_BITS)];
     int rc = 0;
     if (n > nrec)
       n = nrec;
@@ -272,6 +281,7 @@ static int frec_read_cached(frec *f, uint64_t idx, size_t nrec, uint64_t cnt,
     } else {
       pthread_mutex_lock(&sl->mu);
       if (sl->block != b) {
+        atomic_fetch_add_explicit(&f->block_reads, 1, memory_order_relaxed);
         rc = frec_read_file(f, first, (size_t)per, sl->data);
         sl->block = rc == 0 ? b : FCACHE_NONE;
       }
@@ -2974,6 +2984,7 @@ void immu_store_get_stats(immu_store *s, immu_store_stats *st) {
   st->log_bytes = immu__seg_bytes(s->log);
   st->txi_bytes = frec_bytes(&s->txi);
   st->aht_bytes = frec_bytes(&s->aht);
+  st->aht_block_reads = atomic_load(&s->aht.block_reads);
   st->index_bytes = immu__index_bytes(s->index);
 }
 

@@ -243,6 +243,7 @@ typedef struct immu_store_stats {
   uint64_t groups;       /* commit groups (one log write each) */
   uint64_t fsyncs;       /* log fsyncs */
   uint64_t value_bytes;  /* logical bytes committed: keys + values */
+  uint64_t aht_block_reads; /* ahtree blocks read into its cache (misses) */
 } immu_store_stats;
 
 void immu_store_get_stats(immu_store *s, immu_store_stats *st);
