@@ -467,6 +467,7 @@ struct immu_store {
   _Atomic uint64_t indexed;
   _Atomic int index_err;
   _Atomic uint64_t index_bad_tx; /* tx the indexer refused as corrupted */
+  _Atomic(struct hc_slot *) hcache; /* recent headers; NULL until a proof */
 
   /* sync / checkpoint bookkeeping (token holder) */
   uint64_t synced_id;  /* log durable up to this tx (under mu) */
@@ -843,6 +844,81 @@ static int parse_head(const uint8_t *b, size_t n, size_t flen,
   return 0;
 }
 
+/* Headers of recent txs for the proofs, direct-mapped by id over
+ * HC_SLOTS slots, each behind its own mutex. A VerifiableSet's proof reads
+ * the headers of its tx, of the one before and of the client's last state
+ * (a few hundred txs back under load) six times in all, each a pread of
+ * the log. Slots are filled at publication only, so they hold what this
+ * process committed, never bytes read back; allocated at the first proof
+ * (a store that serves none pays nothing). VerifiableSet at 128 clients,
+ * three pairs: 6.3-6.4 -> 1.3-1.4 preads a call, server CPU 35.8-39.1 ->
+ * 35.1-37.9 us a call. */
+#define HC_BITS 9
+#define HC_SLOTS (1u << HC_BITS)
+
+typedef struct hc_slot {
+  pthread_mutex_t mu;
+  uint64_t id; /* 0: empty */
+  immu_tx_header h;
+  immu_digest alh;
+} hc_slot;
+
+static void hc_free(hc_slot *c) {
+  if (c == NULL)
+    return;
+  for (unsigned i = 0; i < HC_SLOTS; i++)
+    pthread_mutex_destroy(&c[i].mu);
+  immu__free(c);
+}
+
+static hc_slot *hc_get(immu_store *s) {
+  hc_slot *c = atomic_load(&s->hcache), *expect = NULL;
+  if (c != NULL)
+    return c;
+  if ((c = immu__malloc(HC_SLOTS * sizeof *c)) == NULL)
+    return NULL; /* headers come from the log */
+  for (unsigned i = 0; i < HC_SLOTS; i++) {
+    pthread_mutex_init(&c[i].mu, NULL);
+    c[i].id = 0;
+  }
+  if (!atomic_compare_exchange_strong(&s->hcache, &expect, c)) {
+    hc_free(c); /* another reader won */
+    return expect;
+  }
+  return c;
+}
+
+/* At publication (s->mu held): |h| is committed. */
+static void hc_put(immu_store *s, const immu_tx_header *h,
+                   const immu_digest *alh) {
+  hc_slot *c = atomic_load(&s->hcache);
+  if (c == NULL)
+    return;
+  hc_slot *sl = &c[h->id & (HC_SLOTS - 1)];
+  pthread_mutex_lock(&sl->mu);
+  sl->id = h->id;
+  sl->h = *h;
+  sl->alh = *alh;
+  pthread_mutex_unlock(&sl->mu);
+}
+
+static int hc_lookup(immu_store *s, uint64_t id, immu_tx_header *h,
+                     immu_digest *alh) {
+  hc_slot *c = hc_get(s);
+  int hit = 0;
+  if (c == NULL)
+    return 0;
+  hc_slot *sl = &c[id & (HC_SLOTS - 1)];
+  pthread_mutex_lock(&sl->mu);
+  if (sl->id == id) {
+    *h = sl->h;
+    *alh = sl->alh;
+    hit = 1;
+  }
+  pthread_mutex_unlock(&sl->mu);
+  return hit;
+}
+
 static int read_head_at(immu_store *s, uint64_t pos, uint32_t len,
                         immu_tx_header *h, immu_digest *alh) {
   uint8_t b[IMMU_TXREC_FRAME + IMMU_TXREC_HEAD_FIXED + IMMU_TX_MD_MAX];
@@ -860,6 +936,8 @@ static int read_head(immu_store *s, uint64_t id, immu_tx_header *h,
   int rc;
   if (id == 0 || id > atomic_load(&s->committed))
     return IMMU_ENOTFOUND;
+  if (hc_lookup(s, id, h, alh))
+    return 0;
   if ((rc = txi_get(s, id, &pos, &len)) != 0)
     return rc;
   if ((rc = read_head_at(s, pos, len, h, alh)) != 0)
@@ -1405,6 +1483,7 @@ static void publish_group(immu_store *s, cgroup *g, int sync_rc) {
     if (it->rc == 0) {
       s->entries += it->n;
       s->value_bytes += it->nbytes;
+      hc_put(s, &it->hdr, &it->alh);
       /* Hand the frame to the indexer instead of freeing it. */
       iqitem *q = NULL;
       if (s->iqbytes + it->flen <= IQ_MAX_BYTES &&
@@ -2955,6 +3034,7 @@ int immu_store_close(immu_store *s) {
     immu__free(x);
   }
   immu_ahtree_free(s->tree);
+  hc_free(atomic_load(&s->hcache));
   frec_close(&s->aht);
   frec_close(&s->txi);
   immu__seg_close(s->log);

@@ -246,6 +246,56 @@ static void test_proof_block_cache(void **state) {
   free(dir);
 }
 
+static int hdr_eq(const immu_tx_header *a, const immu_tx_header *b) {
+  return a->id == b->id && a->ts == b->ts && a->bl_tx_id == b->bl_tx_id &&
+         immu_digest_eq(&a->bl_root, &b->bl_root) &&
+         immu_digest_eq(&a->prev_alh, &b->prev_alh) &&
+         a->version == b->version && a->nentries == b->nentries &&
+         immu_digest_eq(&a->eh, &b->eh) && a->md_len == b->md_len &&
+         memcmp(a->md, b->md, a->md_len) == 0;
+}
+
+/* A proof among recent txs takes their headers from memory (filled as
+ * they are published, once a first proof asked for them): no read of the
+ * log. The headers are the ones the log holds. */
+static void test_proof_header_cache(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_faultio *f;
+  assert_int_equal(immu__faultio_new(immu__io_default(), &f), 0);
+  immu_store_options o;
+  opts(&o);
+  o.io = immu__faultio_io(f);
+  immu_store *s = open_ok(dir, &o);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(commit_kv(s, "k", "v", NULL, NULL), 0);
+  check_proof(s, 5, 10); /* from the log; the cache starts here */
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(commit_kv(s, "k", "w", NULL, NULL), 0);
+  immu__faultio_reset_counts(f);
+  for (uint64_t a = 11; a <= 110; a += 9)
+    check_proof(s, a, 110);
+  assert_int_equal(immu__faultio_count(f, IMMU_FAULT_PREAD), 0);
+  immu_tx_header mem[110], disk;
+  immu_digest mem_alh[110], disk_alh;
+  for (uint64_t id = 11; id <= 110; id++)
+    assert_int_equal(
+        immu_store_read_header(s, id, &mem[id - 1], &mem_alh[id - 1]), 0);
+  assert_int_equal(immu_store_close(s), 0);
+  s = open_ok(dir, &o); /* an empty cache: every header from the log */
+  immu__faultio_reset_counts(f);
+  for (uint64_t id = 11; id <= 110; id++) {
+    assert_int_equal(immu_store_read_header(s, id, &disk, &disk_alh), 0);
+    assert_true(hdr_eq(&disk, &mem[id - 1]));
+    assert_true(immu_digest_eq(&disk_alh, &mem_alh[id - 1]));
+  }
+  assert_true(immu__faultio_count(f, IMMU_FAULT_PREAD) >= 100);
+  assert_int_equal(immu_store_close(s), 0);
+  immu__faultio_free(f);
+  rmrf(dir);
+  free(dir);
+}
+
 typedef struct wctx {
   immu_store *s;
   int id;
@@ -1335,6 +1385,7 @@ int main(void) {
       cmocka_unit_test(test_commit_read),
       cmocka_unit_test(test_proofs),
       cmocka_unit_test(test_proof_block_cache),
+      cmocka_unit_test(test_proof_header_cache),
       cmocka_unit_test(test_concurrent_synced),
       cmocka_unit_test(test_concurrent_async),
       cmocka_unit_test(test_torn_tail_recovers),
