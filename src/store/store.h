@@ -157,7 +157,8 @@ int immu_store_commit_async(immu_store *s, const immu_store_entry *e,
 /* Completion of immu_store_on_indexed: rc 0 (the index covers the tx),
  * IMMU_ETIMEOUT, IMMU_ECORRUPT (the indexer stopped at a corrupt tx, see
  * immu_store_index_bad_tx) or IMMU_ECLOSED (the store is closing). Called
- * once, from an engine thread (index worker, env timer, or the thread in
+ * once, from an engine thread (index worker, a committer thread that
+ * indexed the group it published, env timer, or the thread in
  * immu_store_close), without any store lock held; same rules as
  * immu_store_done_fn. */
 typedef void (*immu_store_indexed_fn)(void *arg, int rc);
