@@ -66,6 +66,17 @@ static immu_store *open_ok(const char *dir, const immu_store_options *o) {
   return s;
 }
 
+/* Opens |dir| with the default options through a new fault-injecting io
+ * (*f: the caller frees it after the close; *o keeps the options for a
+ * reopen). */
+static immu_store *open_faulty(const char *dir, immu_store_options *o,
+                               immu_faultio **f) {
+  assert_int_equal(immu__faultio_new(immu__io_default(), f), 0);
+  opts(o);
+  o->io = immu__faultio_io(*f);
+  return open_ok(dir, o);
+}
+
 static int commit_kv(immu_store *s, const char *k, const char *v,
                      immu_tx_header *h, immu_digest *alh) {
   immu_store_entry e = {(const uint8_t *)k, strlen(k), NULL, 0,
@@ -262,11 +273,8 @@ static void test_proof_header_cache(void **state) {
   (void)state;
   char *dir = mktmp();
   immu_faultio *f;
-  assert_int_equal(immu__faultio_new(immu__io_default(), &f), 0);
   immu_store_options o;
-  opts(&o);
-  o.io = immu__faultio_io(f);
-  immu_store *s = open_ok(dir, &o);
+  immu_store *s = open_faulty(dir, &o, &f);
   for (int i = 0; i < 10; i++)
     assert_int_equal(commit_kv(s, "k", "v", NULL, NULL), 0);
   check_proof(s, 5, 10); /* from the log; the cache starts here */
@@ -673,11 +681,8 @@ static void test_verify_detects_tamper(void **state) {
 static void fault_case(immu_fault_op op, int err, int short_write) {
   char *dir = mktmp();
   immu_faultio *f;
-  assert_int_equal(immu__faultio_new(immu__io_default(), &f), 0);
   immu_store_options o;
-  opts(&o);
-  o.io = immu__faultio_io(f);
-  immu_store *s = open_ok(dir, &o);
+  immu_store *s = open_faulty(dir, &o, &f);
   immu_digest last;
   for (int i = 1; i <= 20; i++)
     assert_int_equal(commit_kv(s, "k", "v", NULL, &last), 0);
@@ -1048,11 +1053,8 @@ static void test_async_fault(void **state) {
   (void)state;
   char *dir = mktmp();
   immu_faultio *f;
-  assert_int_equal(immu__faultio_new(immu__io_default(), &f), 0);
   immu_store_options o;
-  opts(&o);
-  o.io = immu__faultio_io(f);
-  immu_store *s = open_ok(dir, &o);
+  immu_store *s = open_faulty(dir, &o, &f);
   acall c;
   acall_init(&c);
   aslot sl[3] = {{&c, 0, 0, 0, {{0}}}, {&c, 0, 0, 0, {{0}}},
