@@ -21,7 +21,9 @@
  * committer thread if the batch holds only asynchronous commits),
  * fdatasyncs once (synced mode), and publishes: one futex wake releases
  * all of the group's waiting writers, asynchronous ones get their done
- * callback.
+ * callback. An env committer thread then applies what it published to
+ * the index itself when no index worker has the store (a caller's thread
+ * leaves that to the workers).
  *
  * Thread-safety: every function may be called from any thread, except
  * open/close.
