@@ -445,8 +445,9 @@ int immu_db_get(immu_db *db, const immu_db_key_req *req, immu_db_entry *out);
  * immu_db_get on a thread that may block. Memory here means the index's
  * memtables and block cache, and a value kept inline in the index. It
  * gives up (IMMU_EWOULDBLOCK) on at_tx, at_revision, a reference, a value
- * stored only in the log, and, unless no_wait, an index that does not
- * cover since_tx (or the last committed tx) yet. */
+ * stored only in the log, and an index that does not cover since_tx (or
+ * the last committed tx) yet; with no_wait, one that does not cover
+ * immu_store_acked_id. */
 int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
                        immu_db_entry *out);
 

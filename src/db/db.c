@@ -1197,7 +1197,12 @@ int immu_db_get_cached(immu_db *db, const immu_db_key_req *req,
     return IMMU_EWOULDBLOCK;
   if ((rc = check_since(db, req->since_tx, &want)) != 0)
     return rc;
-  if (!req->no_wait && immu_store_indexed_id(db->st) < want)
+  /* noWait still covers the txs answered before the index had them (the
+   * server's Set, immu_store_ack_unindexed): immudb would have indexed
+   * them before answering. */
+  if (req->no_wait)
+    want = immu_store_acked_id(db->st);
+  if (immu_store_indexed_id(db->st) < want)
     return IMMU_EWOULDBLOCK;
   if ((rc = skey_make(&k, req->key, req->key_len)) != 0)
     return rc;

@@ -13,7 +13,11 @@
  *
  * Waiting for the index: immudb makes reads wait until the index covers
  * sinceTx (or the last committed tx) and writes wait until it covers
- * their own tx unless noWait. The KV layer would wait with the database's
+ * their own tx unless noWait. Set and VerifiableSet are answered once
+ * committed while the index is at most IMMU_STORE_ACK_LAG txs behind (see
+ * aset_committed); reads with noWait then wait for what was answered so
+ * (immu_store_acked_id), so every read sees what immudb's would. The KV
+ * layer would wait with the database's
  * fixed timeout; here the wait is done first, in short slices, so that it
  * ends when the call is cancelled or its deadline passes (and at most
  * IMMU_SVC_INDEX_WAIT_MAX_MS), and the KV call then runs with no_wait.
@@ -128,8 +132,8 @@ static uint64_t last_tx(immu_db *db) {
 
 int immu__svc_read_wait(immu_srv_ctx *c, uint64_t since_tx, int no_wait) {
   uint64_t last;
-  if (no_wait)
-    return 0;
+  if (no_wait) /* what Sets were told is indexed (aset_committed) */
+    return immu__svc_wait_indexed(c, immu_store_acked_id(immu_db_store(c->db)));
   last = last_tx(c->db);
   if (since_tx > last)
     return 0; /* the KV layer refuses it with immudb's words */
@@ -315,7 +319,13 @@ static void aset_wait(aset *j) {
     aset_indexed(j, rc == IMMU_ETIMEOUT ? IMMU_EBUSY : rc);
 }
 
-/* Runs on the engine thread that published the tx's commit group. */
+/* Runs on the engine thread that published the tx's commit group. The
+ * reply goes out now, without the index wait, while the index is close
+ * behind: a read waits for the last committed tx anyway (noWait reads for
+ * immu_store_acked_id), so no client can tell, and the index step then
+ * runs while the client already sends its next Set instead of before the
+ * reply. Past IMMU_STORE_ACK_LAG the Set waits as in immudb, which holds
+ * writers back to the index's pace. */
 static void aset_committed(void *arg, int rc, const immu_tx_header *hdr) {
   aset *j = arg;
   if (rc != 0) {
@@ -324,8 +334,9 @@ static void aset_committed(void *arg, int rc, const immu_tx_header *hdr) {
     return;
   }
   j->hdr = *hdr;
-  if (j->waited_ms < 0)
-    aset_reply(j); /* noWait */
+  if (j->waited_ms < 0 ||
+      immu_store_ack_unindexed(immu_db_store(j->c.db), hdr->id))
+    aset_reply(j); /* noWait, or the index is close behind */
   else
     aset_wait(j);
 }
@@ -503,7 +514,7 @@ static void h_exec_all(immu_grpc_call *call, void *arg) {
     fail_unsupported(call, PRECONDITIONS_UNSUPPORTED);
   } else if ((rc = immu__svc_ops(&a, req, &ops, &n, msg, sizeof msg)) != 0) {
     fail_conv(call, rc, msg);
-  } else if (!req->nowait && immu__svc_wait_last(&c) != 0) {
+  } else if (immu__svc_read_wait(&c, 0, req->nowait) != 0) {
     /* the wait finished the call */
   } else if ((rc = immu_db_exec_all(c.db, ops, n, 1, &hdr)) != 0) {
     immu_srv_fail(call, rc);

@@ -467,6 +467,8 @@ struct immu_store {
   _Atomic uint64_t indexed;
   _Atomic int index_err;
   _Atomic uint64_t index_bad_tx; /* tx the indexer refused as corrupted */
+  _Atomic uint64_t acked;        /* immu_store_ack_unindexed's highest tx */
+  _Atomic int index_held;        /* immu__store_index_hold (tests) */
   _Atomic(struct hc_slot *) hcache; /* recent headers; NULL until a proof */
 
   /* sync / checkpoint bookkeeping (token holder) */
@@ -1971,6 +1973,8 @@ static int index_step(immu_store *s) {
   size_t nkv = 0, capkv = 0;
   int rc = 0;
 
+  if (atomic_load(&s->index_held))
+    return 0;
   pthread_mutex_lock(&s->mu);
   from = atomic_load(&s->indexed) + 1;
   to = atomic_load(&s->committed);
@@ -2165,6 +2169,21 @@ uint64_t immu_store_indexed_id(immu_store *s) {
   return atomic_load(&s->indexed);
 }
 
+int immu_store_ack_unindexed(immu_store *s, uint64_t tx) {
+  if (atomic_load(&s->index_err) != 0 ||
+      tx > atomic_load(&s->indexed) + IMMU_STORE_ACK_LAG ||
+      tx > atomic_load(&s->committed))
+    return 0;
+  uint64_t cur = atomic_load(&s->acked);
+  while (cur < tx && !atomic_compare_exchange_weak(&s->acked, &cur, tx))
+    ;
+  return 1;
+}
+
+uint64_t immu_store_acked_id(immu_store *s) {
+  return atomic_load(&s->acked);
+}
+
 immu_index *immu_store_index(immu_store *s) {
   return s->index;
 }
@@ -2214,7 +2233,7 @@ static void engine_thread_policy(void) {
  * there more to index? If not, |s| leaves the queue (s->queued = 0). */
 static int env_step_again(immu_store *s, int more) {
   if ((more || atomic_load(&s->indexed) < atomic_load(&s->committed)) &&
-      !s->closing && s->index_err == 0)
+      !s->closing && s->index_err == 0 && !atomic_load(&s->index_held))
     return 1;
   s->queued = 0;
   return 0;
@@ -2421,6 +2440,12 @@ static void *env_timer(void *arg) {
   }
   pthread_mutex_unlock(&env->mu);
   return NULL;
+}
+
+void immu__store_index_hold(immu_store *s, int hold) {
+  atomic_store(&s->index_held, hold != 0);
+  if (!hold)
+    env_schedule(s);
 }
 
 int immu__store_index_queued(immu_store *s) {

@@ -68,6 +68,10 @@ uint64_t immu__store_env_timer_passes(immu_store_env *env);
  * worker (tests: wait for the index to be idle). Thread-safe. */
 int immu__store_index_queued(immu_store *s);
 
+/* Tests: while |hold| is 1 the indexer leaves |s| alone (commits go on,
+ * the index falls behind); 0 lets it catch up. Thread-safe. */
+void immu__store_index_hold(immu_store *s, int hold);
+
 typedef struct immu_store_options {
   int durability;          /* enum immu_durability */
   uint64_t log_seg_size;   /* default 512 MiB */
@@ -187,6 +191,25 @@ uint64_t immu_store_last_id(immu_store *s);
 
 /* Last tx the index covers, without any lock (a snapshot: it only grows). */
 uint64_t immu_store_indexed_id(immu_store *s);
+
+/* How far, in txs, a committed tx may be ahead of the index and still be
+ * acknowledged before the index covers it (immu_store_ack_unindexed). */
+#define IMMU_STORE_ACK_LAG 1024
+
+/* For a writer that answers its client once tx |tx| is committed instead
+ * of once it is indexed: returns 1 and records |tx| (see
+ * immu_store_acked_id) if the index is healthy and at most
+ * IMMU_STORE_ACK_LAG txs behind |tx|, else 0 (the writer then waits for
+ * the index as before, which keeps the index's lag bounded). immudb
+ * answers a Set only once it is indexed; a read that waits for the last
+ * committed tx sees the same either way, and a read that does not wait
+ * (noWait) must wait for immu_store_acked_id instead. Thread-safe, no
+ * lock. */
+int immu_store_ack_unindexed(immu_store *s, uint64_t tx);
+
+/* The highest tx immu_store_ack_unindexed recorded (0: none): the least
+ * the index must cover before any read, noWait ones included. */
+uint64_t immu_store_acked_id(immu_store *s);
 
 /* Reads and validates tx |id| (CRCs; not the hashes). The record borrows
  * *buf, which the caller frees with immu__free after immu__txrec_free.

@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1216,6 +1217,23 @@ static void test_set_get(void **state) {
 /* Get tries to answer on the I/O loop (IMMU_GRPC_METHOD_TRY_INLINE) and
  * moves to a worker exactly when memory cannot answer: both paths give the
  * same replies and errors. */
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static immu_store *fx_store(fixture *fx) {
+  immu_grpc_call *c = call_new("Get");
+  immu_srv_ctx ctx;
+  immu_store *st;
+  fake_call_set_auth(c, fx->auth);
+  assert_int_equal(immu_srv_begin(fx->srv, c, IMMU_PERM_READ, 1, &ctx), 0);
+  st = immu_db_store(ctx.db);
+  immu_srv_end(&ctx); /* the fixture keeps the database open */
+  fake_call_free(c);
+  return st;
+}
+
 static immu_grpc_call *get_call(fixture *fx, const char *k, uint64_t at_tx,
                                 int64_t at_rev, uint64_t since_tx) {
   Immudb__Schema__KeyRequest req = IMMUDB__SCHEMA__KEY_REQUEST__INIT;
@@ -1367,6 +1385,12 @@ static void test_set_inline(void **state) {
   fake_call_free(c);
   expect_set(fx, "Set", "s3", U8("v3"), 2, 5, 0);
 
+  /* A Set may be answered before the index covers it (aset_committed);
+   * a Get then waits on a worker. Here the index is up to date first. */
+  {
+    immu_store *st = fx_store(fx);
+    assert_int_equal(immu_store_wait_indexed(st, 5, 20000), 0);
+  }
   expect_get(fx, "s1", 0, 0, "v1", 2, 0);
   expect_get(fx, "s2", 0, 0, "v2", 2, 0);
   expect_get(fx, "big", 0, 0, big, sizeof big, 1);
@@ -2290,6 +2314,113 @@ static void test_async_sets(void **state) {
     assert_int_equal(all[i], i + 2);
 }
 
+/* One call run on its own thread, so the test can see that it has not
+ * been answered yet. */
+typedef struct bg_call {
+  fixture *fx;
+  const char *name;
+  const ProtobufCMessage *req;
+  immu_grpc_call *c;
+  _Atomic int done;
+} bg_call;
+
+static void *bg_call_main(void *p) {
+  bg_call *b = p;
+  b->c = rpc(b->fx, b->name, b->req);
+  atomic_store(&b->done, 1);
+  return NULL;
+}
+
+typedef struct acount {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int n, failed;
+} acount;
+
+static void acount_done(void *arg, int rc, const immu_tx_header *h,
+                        const immu_digest *alh) {
+  acount *a = arg;
+  (void)h;
+  (void)alh;
+  pthread_mutex_lock(&a->mu);
+  a->n++;
+  a->failed += rc != 0;
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* A Set is answered once committed while the index is close behind: with
+ * the index held back its reply names a tx the index does not cover yet;
+ * a Get with noWait then waits for that tx (immudb would have indexed it
+ * before answering the Set) instead of missing the key; and with the
+ * index IMMU_STORE_ACK_LAG txs behind, a Set waits for it again. */
+static void test_set_acked_before_index(void **state) {
+  fixture *fx = *state;
+  immu_store *st = fx_store(fx);
+  Immudb__Schema__TxHeader *h;
+  Immudb__Schema__KeyRequest kr = IMMUDB__SCHEMA__KEY_REQUEST__INIT;
+  Immudb__Schema__SetRequest sr = IMMUDB__SCHEMA__SET_REQUEST__INIT;
+  Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
+  bg_call b = {fx, "Get", &kr.base, NULL, 0};
+  pthread_t th;
+  uint64_t tx;
+
+  set1(fx, "first", "1");
+  assert_int_equal(immu_store_wait_indexed(st, immu_store_last_id(st), 20000),
+                   0);
+  immu__store_index_hold(st, 1);
+  h = set_kvs(fx, 0, "acked", "v1", NULL);
+  tx = h->id;
+  FREE(h);
+  assert_true(immu_store_indexed_id(st) < tx);
+  assert_int_equal(immu_store_acked_id(st), tx);
+
+  kr.key = S("acked");
+  kr.nowait = 1;
+  assert_int_equal(pthread_create(&th, NULL, bg_call_main, &b), 0);
+  sleep_ms(200);
+  assert_false(atomic_load(&b.done));
+  immu__store_index_hold(st, 0);
+  pthread_join(th, NULL);
+  expect_status(b.c, IMMU_GRPC_OK, NULL);
+  {
+    Immudb__Schema__Entry *e = (Immudb__Schema__Entry *)
+        protobuf_c_message_unpack(&immudb__schema__entry__descriptor, NULL,
+                                  b.c->sent_len[0], b.c->sent[0]);
+    assert_non_null(e);
+    assert_int_equal(e->tx, tx);
+    assert_bin(e->value, "v1");
+    FREE(e);
+  }
+  fake_call_free(b.c);
+
+  /* The index IMMU_STORE_ACK_LAG txs behind: the next Set waits for it. */
+  assert_int_equal(immu_store_wait_indexed(st, tx, 20000), 0);
+  immu__store_index_hold(st, 1);
+  acount ac = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+  immu_store_entry e = {U8("filler"), 6, NULL, 0, U8("x"), 1};
+  for (int i = 0; i < IMMU_STORE_ACK_LAG; i++)
+    assert_int_equal(immu_store_commit_async(st, &e, 1, acount_done, &ac), 0);
+  pthread_mutex_lock(&ac.mu);
+  while (ac.n < IMMU_STORE_ACK_LAG)
+    pthread_cond_wait(&ac.cv, &ac.mu);
+  pthread_mutex_unlock(&ac.mu);
+  assert_int_equal(ac.failed, 0);
+  kv.key = S("late");
+  kv.value = S("v2");
+  sr.n_kvs = 1;
+  sr.kvs = &pkv;
+  bg_call bs = {fx, "Set", &sr.base, NULL, 0};
+  assert_int_equal(pthread_create(&th, NULL, bg_call_main, &bs), 0);
+  sleep_ms(200);
+  assert_false(atomic_load(&bs.done));
+  immu__store_index_hold(st, 0);
+  pthread_join(th, NULL);
+  expect_status(bs.c, IMMU_GRPC_OK, NULL);
+  fake_call_free(bs.c);
+  assert_int_equal(immu_store_acked_id(st), tx); /* it waited: no ack */
+}
+
 /* ------------------------------------------------------------------ */
 /* Streams                                                             */
 /* ------------------------------------------------------------------ */
@@ -2977,6 +3108,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wait_cancelled, setup, teardown),
       cmocka_unit_test_setup_teardown(test_async_sets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_set_acked_before_index, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_stream_set_get_big, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_verifiable, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stream_scan_zscan_history, setup,

@@ -1382,6 +1382,43 @@ static void test_index_on_committer(void **state) {
   }
 }
 
+/* immu_store_ack_unindexed: with the index held back, a committed tx up
+ * to IMMU_STORE_ACK_LAG txs ahead of the index is acknowledged and the
+ * highest such tx recorded; a tx further ahead, or not committed, is
+ * refused; once the index catches up it is acknowledged too. */
+static void test_ack_unindexed(void **state) {
+  (void)state;
+  char *dir = mktmp();
+  immu_store_options o;
+  opts(&o);
+  o.durability = IMMU_DURABILITY_ASYNC;
+  immu_store *s = open_ok(dir, &o);
+  const uint64_t lag = IMMU_STORE_ACK_LAG;
+  immu__store_index_hold(s, 1);
+  assert_int_equal(immu_store_acked_id(s), 0);
+  assert_int_equal(commit_kv(s, "k", "v0", NULL, NULL), 0);
+  assert_int_equal(immu_store_indexed_id(s), 0);
+  assert_int_equal(immu_store_ack_unindexed(s, 2), 0); /* not committed */
+  assert_int_equal(immu_store_ack_unindexed(s, 1), 1);
+  assert_int_equal(immu_store_acked_id(s), 1);
+  for (uint64_t i = 1; i <= lag; i++)
+    assert_int_equal(commit_kv(s, "k", "v", NULL, NULL), 0);
+  assert_int_equal(immu_store_last_id(s), lag + 1);
+  assert_int_equal(immu_store_indexed_id(s), 0);
+  assert_int_equal(immu_store_ack_unindexed(s, lag), 1);
+  assert_int_equal(immu_store_ack_unindexed(s, 5), 1); /* keeps the max */
+  assert_int_equal(immu_store_acked_id(s), lag);
+  assert_int_equal(immu_store_ack_unindexed(s, lag + 1), 0); /* too far */
+  assert_int_equal(immu_store_acked_id(s), lag);
+  immu__store_index_hold(s, 0);
+  assert_int_equal(immu_store_wait_indexed(s, lag + 1, 20000), 0);
+  assert_int_equal(immu_store_ack_unindexed(s, lag + 1), 1);
+  assert_int_equal(immu_store_acked_id(s), lag + 1);
+  assert_int_equal(immu_store_close(s), 0);
+  rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_commit_read),
@@ -1394,6 +1431,7 @@ int main(void) {
       cmocka_unit_test(test_prealloc_recovers),
       cmocka_unit_test(test_engine_thread_policy),
       cmocka_unit_test(test_index_on_committer),
+      cmocka_unit_test(test_ack_unindexed),
       cmocka_unit_test(test_corruption_refuses),
       cmocka_unit_test(test_derived_rebuilt),
       cmocka_unit_test(test_verify_detects_tamper),
