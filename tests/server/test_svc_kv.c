@@ -2331,6 +2331,22 @@ static void *bg_call_main(void *p) {
   return NULL;
 }
 
+/* Runs |name| while the index of |st| is held back: the call must still
+ * be waiting after 200 ms, and succeed once the index is released.
+ * Returns the call (the caller frees it). */
+static immu_grpc_call *held_call(fixture *fx, immu_store *st, const char *name,
+                                 const ProtobufCMessage *req) {
+  bg_call b = {fx, name, req, NULL, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, bg_call_main, &b), 0);
+  sleep_ms(200);
+  assert_false(atomic_load(&b.done));
+  immu__store_index_hold(st, 0);
+  pthread_join(th, NULL);
+  expect_status(b.c, IMMU_GRPC_OK, NULL);
+  return b.c;
+}
+
 typedef struct acount {
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -2361,8 +2377,7 @@ static void test_set_acked_before_index(void **state) {
   Immudb__Schema__KeyRequest kr = IMMUDB__SCHEMA__KEY_REQUEST__INIT;
   Immudb__Schema__SetRequest sr = IMMUDB__SCHEMA__SET_REQUEST__INIT;
   Immudb__Schema__KeyValue kv = IMMUDB__SCHEMA__KEY_VALUE__INIT, *pkv = &kv;
-  bg_call b = {fx, "Get", &kr.base, NULL, 0};
-  pthread_t th;
+  immu_grpc_call *c;
   uint64_t tx;
 
   set1(fx, "first", "1");
@@ -2377,22 +2392,17 @@ static void test_set_acked_before_index(void **state) {
 
   kr.key = S("acked");
   kr.nowait = 1;
-  assert_int_equal(pthread_create(&th, NULL, bg_call_main, &b), 0);
-  sleep_ms(200);
-  assert_false(atomic_load(&b.done));
-  immu__store_index_hold(st, 0);
-  pthread_join(th, NULL);
-  expect_status(b.c, IMMU_GRPC_OK, NULL);
+  c = held_call(fx, st, "Get", &kr.base);
   {
     Immudb__Schema__Entry *e = (Immudb__Schema__Entry *)
         protobuf_c_message_unpack(&immudb__schema__entry__descriptor, NULL,
-                                  b.c->sent_len[0], b.c->sent[0]);
+                                  c->sent_len[0], c->sent[0]);
     assert_non_null(e);
     assert_int_equal(e->tx, tx);
     assert_bin(e->value, "v1");
     FREE(e);
   }
-  fake_call_free(b.c);
+  fake_call_free(c);
 
   /* The index IMMU_STORE_ACK_LAG txs behind: the next Set waits for it. */
   assert_int_equal(immu_store_wait_indexed(st, tx, 20000), 0);
@@ -2410,14 +2420,7 @@ static void test_set_acked_before_index(void **state) {
   kv.value = S("v2");
   sr.n_kvs = 1;
   sr.kvs = &pkv;
-  bg_call bs = {fx, "Set", &sr.base, NULL, 0};
-  assert_int_equal(pthread_create(&th, NULL, bg_call_main, &bs), 0);
-  sleep_ms(200);
-  assert_false(atomic_load(&bs.done));
-  immu__store_index_hold(st, 0);
-  pthread_join(th, NULL);
-  expect_status(bs.c, IMMU_GRPC_OK, NULL);
-  fake_call_free(bs.c);
+  fake_call_free(held_call(fx, st, "Set", &sr.base));
   assert_int_equal(immu_store_acked_id(st), tx); /* it waited: no ack */
 }
 
