@@ -17,10 +17,10 @@
  * committed while the index is at most IMMU_STORE_ACK_LAG txs behind (see
  * aset_committed); reads with noWait then wait for what was answered so
  * (immu_store_acked_id), so every read sees what immudb's would. The KV
- * layer would wait with the database's
- * fixed timeout; here the wait is done first, in short slices, so that it
- * ends when the call is cancelled or its deadline passes (and at most
- * IMMU_SVC_INDEX_WAIT_MAX_MS), and the KV call then runs with no_wait.
+ * layer would wait with the database's fixed timeout; here the wait is
+ * done first, in short slices, so that it ends when the call is cancelled
+ * or its deadline passes (and at most IMMU_SVC_INDEX_WAIT_MAX_MS), and
+ * the KV call then runs with no_wait.
  * A worker thus never outlives its call by more than one slice.
  *
  * Verifiable replies are signed (immu_srv_sign_state) over the TARGET

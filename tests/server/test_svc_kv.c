@@ -2394,9 +2394,10 @@ static void test_set_acked_before_index(void **state) {
   kr.nowait = 1;
   c = held_call(fx, st, "Get", &kr.base);
   {
-    Immudb__Schema__Entry *e = (Immudb__Schema__Entry *)
-        protobuf_c_message_unpack(&immudb__schema__entry__descriptor, NULL,
-                                  c->sent_len[0], c->sent[0]);
+    Immudb__Schema__Entry *e =
+        (Immudb__Schema__Entry *)protobuf_c_message_unpack(
+            &immudb__schema__entry__descriptor, NULL, c->sent_len[0],
+            c->sent[0]);
     assert_non_null(e);
     assert_int_equal(e->tx, tx);
     assert_bin(e->value, "v1");
