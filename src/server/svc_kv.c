@@ -250,13 +250,13 @@ int immu__svc_wait_last(immu_srv_ctx *c) {
 
 /* A Set in flight. The call is detached: the handler (on the I/O loop or a
  * worker) returns at once and the engine's callbacks (commit published,
- * then index reached) carry the call on, so no thread is parked through
- * the fsync and the index wait and one commit group can hold every
- * client's Set. A plain Set is answered
- * right on the engine thread (a tx header: a few hundred bytes, never
- * blocks); a VerifiableSet goes back to a worker to read its proof. The
- * index wait keeps the synchronous path's rules (immu__svc_wait_indexed):
- * slices, ended by cancellation or IMMU_SVC_INDEX_WAIT_MAX_MS. */
+ * then, when the index lags too far, index reached) carry the call on, so
+ * no thread is parked through the fsync or an index wait and one commit
+ * group can hold every client's Set. A plain Set is answered right on the
+ * engine thread (a tx header: a few hundred bytes, never blocks); a
+ * VerifiableSet goes back to a worker to read its proof. An index wait
+ * keeps the synchronous path's rules (immu__svc_wait_indexed): slices,
+ * ended by cancellation or IMMU_SVC_INDEX_WAIT_MAX_MS. */
 typedef struct aset {
   immu_srv_ctx c; /* holds the database until the call ends */
   immu_grpc_call *call;
